@@ -1,0 +1,86 @@
+/* The zinf command: subcommand dispatch. Exit codes: 0 ok, 1 runtime failure, 2 usage error. */
+#include <stdio.h>
+#include <string.h>
+
+#include "bench/bench.h"
+
+#ifndef ZINF_VERSION
+#define ZINF_VERSION "unknown"
+#endif
+
+typedef struct subcommand {
+	const char *name;
+	int (*main)(int argc, char **argv);
+	const char *summary;
+} subcommand;
+
+static const subcommand bench_subjects[] = {
+	{"io", zinf_bench_io_main, "NVMe/file throughput through iosched (compare with fio)"},
+	{"adam", zinf_bench_adam_main, "fused Adam/AdamW step throughput on GPU or CPU"},
+};
+
+static void
+usage_top(FILE *f)
+{
+	fprintf(f, "usage: zinf <command> [options]\n\n"
+		   "commands:\n"
+		   "  bench <subject>   benchmarks (zinf bench --help lists subjects)\n"
+		   "  version           print the version\n\n"
+		   "options:\n"
+		   "  -h, --help        this help; `zinf <command> --help` for a command's options\n"
+		   "  --version         print the version\n\n"
+		   "Not yet built (see README, 'Status'): train, launch, eval, tune, plan, config, ckpt, "
+		   "data.\n"
+		   "exit codes: 0 ok, 1 runtime failure, 2 usage error\n");
+}
+
+static void
+usage_bench(FILE *f)
+{
+	fprintf(f, "usage: zinf bench <subject> [options] [--json]\n\nsubjects:\n");
+	for (size_t i = 0; i < sizeof(bench_subjects) / sizeof(bench_subjects[0]); i++)
+		fprintf(f, "  %-6s %s\n", bench_subjects[i].name, bench_subjects[i].summary);
+	fprintf(f, "\n`zinf bench <subject> --help` lists a subject's options.\n");
+}
+
+static int
+cmd_bench(int argc, char **argv)
+{
+	if (argc < 2) {
+		usage_bench(stderr);
+		return 2;
+	}
+	if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
+		usage_bench(stdout);
+		return 0;
+	}
+	for (size_t i = 0; i < sizeof(bench_subjects) / sizeof(bench_subjects[0]); i++)
+		if (!strcmp(argv[1], bench_subjects[i].name))
+			return bench_subjects[i].main(argc - 1, argv + 1);
+	fprintf(stderr, "zinf bench: unknown subject '%s'\n\n", argv[1]);
+	usage_bench(stderr);
+	return 2;
+}
+
+int
+main(int argc, char **argv)
+{
+	if (argc < 2) {
+		usage_top(stderr);
+		return 2;
+	}
+	const char *cmd = argv[1];
+	if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
+		usage_top(stdout);
+		return 0;
+	}
+	if (!strcmp(cmd, "--version") || !strcmp(cmd, "version")) {
+		printf("zinf %s\n", ZINF_VERSION);
+		return 0;
+	}
+	if (!strcmp(cmd, "bench"))
+		return cmd_bench(argc - 1, argv + 1);
+	fprintf(stderr, "zinf: unknown command '%s'\n\n", cmd);
+	usage_top(stderr);
+	return 2;
+}

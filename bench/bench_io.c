@@ -1013,13 +1013,13 @@ bench_run(io_ctx *c)
 								  : strerror(-rc));
 		return 1;
 	}
-	if (create_file(c) || preallocate(c))
-		return 1;
-	register_slots(c);
 #ifdef ZINF_HAVE_CUDA
 	if (a->gpu && gpu_setup(c))
 		return 1;
 #endif
+	if (create_file(c) || preallocate(c))
+		return 1;
+	register_slots(c);
 
 	if (rw_reads(a->rw)) {
 		io_phase lay = {.rw = RW_WRITE, .ops = c->nblocks, .layout = true};

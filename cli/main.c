@@ -17,6 +17,7 @@ typedef struct subcommand {
 static const subcommand bench_subjects[] = {
 	{"io", zinf_bench_io_main, "NVMe/file throughput through iosched (compare with fio)"},
 	{"adam", zinf_bench_adam_main, "fused Adam/AdamW step throughput on GPU or CPU"},
+	{"swap", zinf_bench_swap_main, "NVMe -> pinned -> GPU swapping through offload/"},
 };
 
 static void

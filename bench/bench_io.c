@@ -374,12 +374,16 @@ check_path(const io_args *a)
 		uint64_t avail = (uint64_t)vfs.f_bavail * (uint64_t)vfs.f_frsize;
 		if (avail < a->size) {
 			char s1[32], s2[32];
+			/* Suggest a round size: whole GiB when there is that much, whole blocks. */
+			uint64_t unit = avail >= (1ull << 30) && a->block_size <= (1ull << 30) &&
+						(1ull << 30) % a->block_size == 0
+					? 1ull << 30
+					: a->block_size;
 			fprintf(stderr, PROG ": --path %s has %s free but --size needs %s: pass a smaller "
 					     "--size (at most %s) or a --path on another filesystem\n",
 				a->path, bench_fmt_size(avail, s1, sizeof(s1)),
 				bench_fmt_size(a->size, s2, sizeof(s2)),
-				bench_fmt_size_arg(avail / a->block_size * a->block_size, (char[32]){0},
-						   32));
+				bench_fmt_size_arg(avail / unit * unit, (char[32]){0}, 32));
 			return -ENOSPC;
 		}
 	}

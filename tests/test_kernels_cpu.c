@@ -12,12 +12,13 @@ test_step_matches_reference(void)
 {
 	int fails = 0, ncases = 0;
 	const zinf_cpu_isa isas[] = {ZINF_CPU_ISA_GENERIC, ZINF_CPU_ISA_AVX2, ZINF_CPU_ISA_AVX512};
-	for (int var = 0; var < TK_NVARIANTS; var++) {
+	for (int var = 0; var < TK_NVARIANTS; var++)
+	for (int mis = 0; mis < 2; mis++) {
 		zinf_adam_cfg cfg;
 		int p16;
 		float mult = tk_variant(var, &cfg, &p16);
 		tk_case c;
-		tk_case_init(&c, tk_sizes, TK_NSIZES, var % 3 == 0, &cfg, p16, mult);
+		tk_case_init(&c, tk_sizes, TK_NSIZES, mis, &cfg, p16, mult);
 		tk_reference(&c);
 		zinf_adam_chunk ch[TK_MAXC];
 		for (int ii = 0; ii < 3; ii++) {
@@ -29,8 +30,8 @@ test_step_matches_reference(void)
 				zinf_cpu_opts o = {.nthreads = nt, .isa = isas[ii]};
 				int rc = zinf_adam_step_cpu(&cfg, ch, c.nchunks, mult, &o);
 				char label[64];
-				snprintf(label, sizeof label, "cpu %s %d threads",
-					 zinf_cpu_isa_name(isas[ii]), nt);
+				snprintf(label, sizeof label, "cpu %s %d threads%s",
+					 zinf_cpu_isa_name(isas[ii]), nt, mis ? " misaligned" : "");
 				if (rc) {
 					fprintf(stderr, "FAIL %s: zinf_adam_step_cpu returned %d\n", label, rc);
 					fails++;

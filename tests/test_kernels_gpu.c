@@ -88,20 +88,40 @@ agree_with_cpu(tk_case *c, const char *label)
 	int fails = 0;
 	if (zinf_adam_step_cpu(&c->cfg, ch, c->nchunks, c->mult, &o))
 		fails++;
+	/* Normwise: the weight change against the largest change, fp32 moments against the
+	 * largest moment, bf16 moments within one bf16 ulp (plus a floor for cancellation). */
+	zinf_dtype mt = c->cfg.moment_dtype;
+	double dmax = 0, mmax = 0, vmax = 0;
+	for (int64_t i = 0; i < (int64_t)n; i++) {
+		double d = fabs((double)c->p[i] - c->p0[i]);
+		dmax = d > dmax ? d : dmax;
+		d = fabs(tk_get(mt, c->m, i));
+		mmax = d > mmax ? d : mmax;
+		d = fabs(tk_get(mt, c->v, i));
+		vmax = d > vmax ? d : vmax;
+	}
 	double ep = 0, em = 0, ev = 0;
 	for (int64_t i = 0; i < (int64_t)n; i++) {
-		double a = fabs(pg[i] - c->p[i]) / (fabs(c->p[i]) + 1e-3);
+		double a = fabs((double)pg[i] - c->p[i]) / dmax;
 		ep = a > ep ? a : ep;
-		double mc = tk_get(c->cfg.moment_dtype, c->m, i), vc = tk_get(c->cfg.moment_dtype, c->v, i);
-		a = fabs(tk_get(c->cfg.moment_dtype, mg, i) - mc) / (fabs(mc) + 1e-6);
-		em = a > em ? a : em;
-		a = fabs(tk_get(c->cfg.moment_dtype, vg, i) - vc) / (fabs(vc) + 1e-9);
-		ev = a > ev ? a : ev;
+		double mc = tk_get(mt, c->m, i), vc = tk_get(mt, c->v, i);
+		double mk = tk_get(mt, mg, i), vk = tk_get(mt, vg, i);
+		if (mt == ZINF_DTYPE_FP32) {
+			a = fabs(mk - mc) / mmax;
+			em = a > em ? a : em;
+			a = fabs(vk - vc) / vmax;
+			ev = a > ev ? a : ev;
+		} else {
+			a = fabs(mk - mc) / (fabs(mc) * 0x1p-7 + mmax * 1e-6);
+			em = a > em ? a : em;
+			a = fabs(vk - vc) / (fabs(vc) * 0x1p-7 + vmax * 1e-6);
+			ev = a > ev ? a : ev;
+		}
 	}
-	double tol = c->cfg.moment_dtype == ZINF_DTYPE_FP32 ? 1e-5 : 0x1p-7;
-	if (!(ep <= 1e-5) || !(em <= tol) || !(ev <= tol)) {
-		fprintf(stderr, "FAIL %s: GPU vs CPU: p %.3g (tol 1e-5) m %.3g v %.3g (tol %g)\n",
-			label, ep, em, ev, tol);
+	double tol = mt == ZINF_DTYPE_FP32 ? 1e-5 : 1.0;
+	if (!(ep <= 1e-4) || !(em <= tol) || !(ev <= tol)) {
+		fprintf(stderr, "FAIL %s: GPU vs CPU: p change %.3g (tol 1e-4) m %.3g v %.3g "
+				"(tol %g)\n", label, ep, em, ev, tol);
 		fails++;
 	}
 	free(pg), free(mg), free(vg);

@@ -241,7 +241,7 @@ tk_in_chunk(const tk_case *c, int64_t i)
 }
 
 /* Checks outputs (p, m, v, p16 as produced by a backend) against the reference.
- * Tolerances: the update delta (p - p0) to 2e-5 of the largest delta (fp32 rounding of p
+ * Tolerances: the update delta (p - p0) to 1e-4 of the largest delta (fp32 rounding of p
  * itself is ~1e-7 * |p|, deltas ~lr); fp32 m, v to 1e-5 of the largest |m|, |v|; bf16 m, v
  * elementwise within one bf16 ulp (2^-7 relative; stochastic rounding); the 16-bit copy within
  * is the exact round-to-nearest-even of the backend's fp32 weight.
@@ -297,10 +297,10 @@ tk_check(const tk_case *c, const char *label)
 	}
 	double tol_m = f->moment_dtype == ZINF_DTYPE_FP32 ? 1e-5 : 1.0;
 	int fails = 0;
-	if (!(ep <= 2e-5) || !(em <= tol_m) || !(ev <= tol_m) || !(e16 <= 1.0) || bad_gap >= 0 ||
+	if (!(ep <= 1e-4) || !(em <= tol_m) || !(ev <= tol_m) || !(e16 <= 1.0) || bad_gap >= 0 ||
 	    nan_at >= 0) {
 		fprintf(stderr,
-			"FAIL %s: grad %s moments %s p16 %s %s step %lld: delta err %.3g (tol 2e-5), "
+			"FAIL %s: grad %s moments %s p16 %s %s step %lld: delta err %.3g (tol 1e-4), "
 			"m err %.3g, v err %.3g (tol %g), p16 err %.3g (tol 1), first touched gap "
 			"element %lld, first non-finite %lld, first wrong 16-bit copy %lld\n",
 			label, zinf_dtype_name(f->grad_dtype), zinf_dtype_name(f->moment_dtype),

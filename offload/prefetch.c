@@ -284,6 +284,8 @@ swb_poll(void *ctx, offload_prefetch_done *out, unsigned max, int timeout_ms)
 			return ret;
 	}
 	unsigned n = b->nq < max ? b->nq : max;
+	if (!n)
+		return 0;
 	memcpy(out, b->q, n * sizeof(*out));
 	memmove(b->q, b->q + n, (b->nq - n) * sizeof(*out));
 	b->nq -= n;

@@ -898,8 +898,24 @@ typedef struct io_result {
 	uint64_t bytes, ops;
 	double seconds, cpu_s;
 	uint64_t p50_ns, p99_ns;
+	double mean_ns; /* from the histogram, bucket midpoints */
 	iosched_stats st;
 } io_result;
+
+static double
+hist_mean_ns(const iosched_stats *st)
+{
+	double sum = 0, n = 0;
+	for (unsigned i = 0; i < IOSCHED_LAT_BUCKETS; i++) {
+		if (!st->lat_hist[i])
+			continue;
+		double lo = i ? (double)iosched_lat_bucket_ns(i - 1) : 0.0;
+		double mid = (lo + (double)iosched_lat_bucket_ns(i)) / 2;
+		sum += mid * (double)st->lat_hist[i];
+		n += (double)st->lat_hist[i];
+	}
+	return n ? sum / n : 0.0;
+}
 
 static void
 print_table(const io_ctx *c, const io_result *r)
@@ -917,12 +933,13 @@ print_table(const io_ctx *c, const io_result *r)
 	printf("# backend: %s (%s), registered buffers: %s\n",
 	       iosched_backend_name(iosched_get_backend(c->ios)), iosched_backend_reason(c->ios),
 	       c->registered ? "yes" : "no");
-	printf("%10s %14s %9s %10s %10s %10s %10s %9s %13s\n", "backend", "bytes", "seconds",
-	       "GB/s", "IOPS", "p50_us", "p99_us", "CPU_s/GB", "wrong_blocks");
-	printf("%10s %14" PRIu64 " %9.3f %10.3f %10.0f %10.1f %10.1f %9.4f %6" PRIu64 "/%-6" PRIu64
-	       "\n",
+	printf("%10s %14s %9s %10s %10s %10s %10s %9s %9s %13s\n", "backend", "bytes", "seconds",
+	       "GB/s", "IOPS", "p50_us", "p99_us", "inflight", "CPU_s/GB", "wrong_blocks");
+	printf("%10s %14" PRIu64 " %9.3f %10.3f %10.0f %10.1f %10.1f %9.1f %9.4f %6" PRIu64
+	       "/%-6" PRIu64 "\n",
 	       iosched_backend_name(iosched_get_backend(c->ios)), r->bytes, r->seconds, gbs,
 	       (double)r->ops / r->seconds, (double)r->p50_ns / 1e3, (double)r->p99_ns / 1e3,
+	       (double)r->st.pieces / r->seconds * r->mean_ns / 1e9,
 	       r->cpu_s / ((double)r->bytes / 1e9), c->wrong_blocks, c->verified_blocks);
 }
 
@@ -955,6 +972,10 @@ print_json(const io_ctx *c, const io_result *r)
 	cJSON_AddNumberToObject(o, "iops", (double)r->ops / r->seconds);
 	cJSON_AddNumberToObject(o, "lat_p50_us", (double)r->p50_ns / 1e3);
 	cJSON_AddNumberToObject(o, "lat_p99_us", (double)r->p99_ns / 1e3);
+	cJSON_AddNumberToObject(o, "lat_mean_us", r->mean_ns / 1e3);
+	/* Little's law: pieces in the kernel on average; below queue_depth x threads means the
+	 * pipeline leaves slots idle between a completion and the next submission. */
+	cJSON_AddNumberToObject(o, "inflight_avg", (double)r->st.pieces / r->seconds * r->mean_ns / 1e9);
 	cJSON_AddNumberToObject(o, "cpu_s", r->cpu_s);
 	cJSON_AddNumberToObject(o, "cpu_s_per_gb", r->cpu_s / ((double)r->bytes / 1e9));
 	cJSON_AddNumberToObject(o, "verified_blocks", (double)c->verified_blocks);
@@ -1059,6 +1080,7 @@ bench_run(io_ctx *c)
 	r.ops = r.st.reqs_completed;
 	r.p50_ns = iosched_lat_percentile_ns(&r.st, 50.0);
 	r.p99_ns = iosched_lat_percentile_ns(&r.st, 99.0);
+	r.mean_ns = hist_mean_ns(&r.st);
 	if (c->io_errors) {
 		fprintf(stderr, PROG ": %" PRIu64 " request(s) failed; first: %s\n", c->io_errors,
 			c->first_error);

@@ -2,7 +2,8 @@
 # fio vs `zinf bench io` on the same folder, same size, block size, queue depth and engine.
 #
 # For every backend (io_uring, libaio), rw (read, write) and queue depth (8, 32, 128) it runs fio
-# and zinf alternately, --runs times each (default 3), and reports the medians: GB/s (decimal),
+# and zinf alternately (fio first in odd runs, zinf first in even ones), --runs times each
+# (default 3), and reports the medians: GB/s (decimal),
 # the ratio zinf/fio, and CPU seconds per GB for both. zinf's psync pool is run at the same
 # settings (no fio peer). Needs only bash, python3, fio and zinf.
 #
@@ -21,7 +22,8 @@
 # Each fio run uses a fresh file (removed afterwards), as each zinf run does: fio lays out the
 # file for reads before its clock starts, zinf writes its pattern before its clock starts.
 # fio's CPU time is (usr_cpu + sys_cpu)% x job_runtime; zinf's is getrusage user+sys of the
-# process over its timed phase.
+# process over its timed phase. "in flight" is the average number of requests in the kernel
+# (Little's law: IOPS x mean latency); below QD means the tool leaves slots idle.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -29,7 +31,7 @@ repo=$(cd "$here/.." && pwd)
 cmdline="$0 $*"
 
 size=2G bs=1M qds="8 32 128" rws="read write" backends="io_uring libaio" runs=3 psync=1 md=""
-usage() { sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 die() { echo "fio_vs_zinf: $*" >&2; exit 1; }
 dir=""
 while [ $# -gt 0 ]; do
@@ -75,10 +77,10 @@ cleanup() { rm -f "$fiofile"; rm -rf "$work"; }
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-results=$work/results.tsv # tool backend rw qd run gbps cpu_s_per_gb
+results=$work/results.tsv # tool backend rw qd run gbps cpu_s_per_gb inflight
 : >"$results"
 
-# fio JSON -> "gbps cpu_s_per_gb"
+# fio JSON -> "gbps cpu_s_per_gb inflight"
 fio_parse() {
 	python3 - "$1" "$2" <<'EOF'
 import json, sys
@@ -93,11 +95,12 @@ secs = side["runtime"] / 1000.0
 if nbytes <= 0 or secs <= 0:
     sys.exit("fio moved no data")
 cpu = (job["usr_cpu"] + job["sys_cpu"]) / 100.0 * job["job_runtime"] / 1000.0
-print("%.6f %.6f" % (nbytes / 1e9 / secs, cpu / (nbytes / 1e9)))
+inflight = side["iops"] * side["lat_ns"]["mean"] / 1e9  # Little's law
+print("%.6f %.6f %.1f" % (nbytes / 1e9 / secs, cpu / (nbytes / 1e9), inflight))
 EOF
 }
 
-# zinf JSON -> "gbps cpu_s_per_gb"; checks that the backend asked for is the one that ran.
+# zinf JSON -> "gbps cpu_s_per_gb inflight"; checks that the backend asked for is the one that ran.
 zinf_parse() {
 	python3 - "$1" "$2" <<'EOF'
 import json, sys
@@ -108,7 +111,7 @@ if d["wrong_blocks"] or d["io_errors"]:
     sys.exit("zinf reported %d wrong blocks, %d I/O errors" % (d["wrong_blocks"], d["io_errors"]))
 if not d["direct"]:
     sys.exit("zinf fell back to buffered I/O; the comparison needs O_DIRECT")
-print("%.6f %.6f" % (d["gb_per_s"], d["cpu_s_per_gb"]))
+print("%.6f %.6f %.1f" % (d["gb_per_s"], d["cpu_s_per_gb"], d["inflight_avg"]))
 EOF
 }
 
@@ -142,8 +145,12 @@ for b in $backends; do
 	for rw in $rws; do
 		for qd in $qds; do
 			for ((i = 1; i <= runs; i++)); do
-				run_fio "$b" "$rw" "$qd" "$i"
-				run_zinf "$b" "$rw" "$qd" "$i"
+				# ABBA order, so neither tool always runs right after the other's layout.
+				if ((i % 2)); then
+					run_fio "$b" "$rw" "$qd" "$i"; run_zinf "$b" "$rw" "$qd" "$i"
+				else
+					run_zinf "$b" "$rw" "$qd" "$i"; run_fio "$b" "$rw" "$qd" "$i"
+				fi
 			done
 		done
 	done
@@ -165,8 +172,8 @@ import statistics, sys
 res, md, machine, date, cmd, where, fiov, zinfv, size, bs, runs = sys.argv[1:12]
 rows = {}
 for line in open(res):
-    tool, b, rw, qd, run, gbps, cpu = line.split()
-    rows.setdefault((b, rw, int(qd)), {}).setdefault(tool, []).append((float(gbps), float(cpu)))
+    tool, b, rw, qd, run, gbps, cpu, infl = line.split()
+    rows.setdefault((b, rw, int(qd)), {}).setdefault(tool, []).append((float(gbps), float(cpu), float(infl)))
 order = {"io_uring": 0, "libaio": 1, "psync": 2}
 table = []
 for (b, rw, qd) in sorted(rows, key=lambda k: (order[k[0]], k[1], k[2])):
@@ -174,15 +181,18 @@ for (b, rw, qd) in sorted(rows, key=lambda k: (order[k[0]], k[1], k[2])):
     def med(tool, i):
         return statistics.median(v[i] for v in r[tool]) if tool in r else None
     fg, fc, zg, zc = med("fio", 0), med("fio", 1), med("zinf", 0), med("zinf", 1)
-    table.append((b, rw, qd, fg, zg, zg / fg if fg else None, fc, zc))
-hdr = ("backend", "rw", "QD", "fio GB/s", "zinf GB/s", "zinf/fio", "fio CPU s/GB", "zinf CPU s/GB")
+    table.append((b, rw, qd, fg, zg, zg / fg if fg else None, fc, zc, med("fio", 2), med("zinf", 2)))
+hdr = ("backend", "rw", "QD", "fio GB/s", "zinf GB/s", "zinf/fio", "fio CPU s/GB", "zinf CPU s/GB",
+       "fio in flight", "zinf in flight")
 def f(v, p=3):
     return "-" if v is None else ("%.*f" % (p, v) if isinstance(v, float) else str(v))
 def cells(t):
-    return [t[0], t[1], str(t[2]), f(t[3]), f(t[4]), f(t[5], 2) + ("x" if t[5] else ""), f(t[6], 4), f(t[7], 4)]
-print("%-9s %-6s %4s %9s %10s %9s %13s %14s" % hdr)
+    return [t[0], t[1], str(t[2]), f(t[3]), f(t[4]), f(t[5], 2) + ("x" if t[5] else ""), f(t[6], 4), f(t[7], 4),
+            f(t[8], 1), f(t[9], 1)]
+fmt = "%-9s %-6s %4s %9s %10s %9s %13s %14s %14s %15s"
+print(fmt % hdr)
 for t in table:
-    print("%-9s %-6s %4s %9s %10s %9s %13s %14s" % tuple(cells(t)))
+    print(fmt % tuple(cells(t)))
 below = [t for t in table if t[5] is not None and t[5] < 1.0]
 print("\n%d of %d comparable rows have zinf below 1.0x fio" % (len(below), sum(t[5] is not None for t in table)))
 if md:

@@ -361,19 +361,20 @@ out:
 }
 #endif
 
+#ifdef ZINF_HAVE_CUDA
 static double
 min_pos(double x, double y)
 {
 	return x <= 0 ? y : y <= 0 ? x : x < y ? x : y;
 }
+#endif
 
 static int
 run(swap_ctx *c)
 {
 	const swap_args *a = c->a;
 	bool nvme = a->npaths > 0;
-	job all_gpu = {0, c->n, OFFLOAD_TIER_GPU}, all_host = {0, c->n, OFFLOAD_TIER_HOST},
-	    all_nvme = {0, c->n, OFFLOAD_TIER_NVME};
+	job all_host = {0, c->n, OFFLOAD_TIER_HOST}, all_nvme = {0, c->n, OFFLOAD_TIER_NVME};
 	row *nw = NULL, *nr = NULL;
 	/* Start: every chunk on the host only. */
 	for (unsigned i = 0; i < c->n; i++) {
@@ -395,6 +396,7 @@ run(swap_ctx *c)
 	}
 #ifdef ZINF_HAVE_CUDA
 	if (c->gpu) {
+		job all_gpu = {0, c->n, OFFLOAD_TIER_GPU};
 		row *rh = add_row(c, "raw pinned -> gpu"), *rd = add_row(c, "raw gpu -> pinned"),
 		    *rb = add_row(c, "raw both directions");
 		int ret = raw_copies(c, rh, rd, rb);

@@ -3,8 +3,9 @@
  * Layout: path_i/zinf-<run>/rank<r>/swap<i>, folders 0700, files 0600 created with O_EXCL and
  * fallocated to capacity/npaths at create, so running out of disk space happens at start, not
  * mid-training. A chunk's extent is cut into stripe_size units dealt round-robin over the files
- * (unit k in file k % n); within one file a chunk's units are contiguous, so each file holds
- * one range per chunk, allocated first-fit with 4 KiB alignment. The files and folders are
+ * (unit k in file (first + k) % n, `first` rotating from chunk to chunk so chunks smaller than
+ * a stripe spread too); within one file a chunk's units are contiguous, so each file holds one
+ * range per chunk, allocated first-fit with 4 KiB alignment. The files and folders are
  * registered with the signal-cleanup table and removed on destroy. */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -36,6 +37,7 @@ struct offload_nvme {
 	uint64_t per_file;
 	nvme_file files[OFFLOAD_NVME_MAX_PATHS];
 	bool direct;
+	unsigned next_first; /* rotation of the first stripe unit */
 	offload_tier_usage u;
 	char err[OFF_ERR_LEN];
 };
@@ -256,6 +258,38 @@ offload_nvme_destroy(offload_nvme_t *s)
 	free(s);
 }
 
+/* One try with unit 0 in file `first`; 0 or -ENOBUFS with nothing taken (*fail_file set). */
+static int
+alloc_rotation(offload_nvme_t *s, uint64_t len, unsigned first, offload_nvme_extent *e,
+	       unsigned *fail_file)
+{
+	uint64_t stripe = s->opts.stripe_size, units = (len + stripe - 1) / stripe;
+	uint64_t last = len - (units - 1) * stripe;
+	memset(e, 0, sizeof(*e));
+	e->first = first;
+	unsigned j;
+	int ret = 0;
+	for (j = 0; j < s->n && j < units; j++) {
+		unsigned f = (first + j) % s->n;
+		uint64_t bytes = ((units - 1 - j) / s->n + 1) * stripe;
+		if (j == (units - 1) % s->n)
+			bytes -= stripe - last;
+		if ((ret = off_ranges_alloc(&s->files[f].ranges, bytes, OFFLOAD_ALIGN, &e->base[f]))) {
+			*fail_file = f;
+			break;
+		}
+		e->bytes[f] = bytes;
+	}
+	if (!ret)
+		return 0;
+	while (j-- > 0) {
+		unsigned f = (first + j) % s->n;
+		off_ranges_free(&s->files[f].ranges, e->base[f], e->bytes[f]);
+	}
+	memset(e, 0, sizeof(*e));
+	return ret;
+}
+
 int
 offload_nvme_alloc(offload_nvme_t *s, uint64_t len, offload_nvme_extent *e)
 {
@@ -263,31 +297,22 @@ offload_nvme_alloc(offload_nvme_t *s, uint64_t len, offload_nvme_extent *e)
 	if (!len)
 		return -EINVAL;
 	len = off_round_up(len, OFFLOAD_ALIGN);
-	uint64_t stripe = s->opts.stripe_size, units = (len + stripe - 1) / stripe;
-	uint64_t last = len - (units - 1) * stripe;
-	int ret = 0;
-	unsigned f;
-	for (f = 0; f < s->n && f < units; f++) {
-		uint64_t count = (units - 1 - f) / s->n + 1;
-		uint64_t bytes = count * stripe;
-		if (f == (units - 1) % s->n)
-			bytes -= stripe - last;
-		if ((ret = off_ranges_alloc(&s->files[f].ranges, bytes, OFFLOAD_ALIGN, &e->base[f])))
-			break;
-		e->bytes[f] = bytes;
+	/* Rotating the first file spreads chunks smaller than a stripe over every path. */
+	int ret = -ENOBUFS;
+	unsigned fail_file = 0;
+	for (unsigned r = 0; r < s->n && ret; r++) {
+		unsigned first = (s->next_first + r) % s->n;
+		ret = alloc_rotation(s, len, first, e, &fail_file);
+		if (!ret)
+			s->next_first = (first + 1) % s->n;
 	}
 	if (ret) {
 		char a[64], b[64], c[64];
 		off_set_err(s->err, SUBSYS,
-			    "nvme tier full: %s requested, %s in use, capacity %s (%s in %s): raise "
-			    "the swap capacity or add an nvme_path",
+			    "nvme tier full: %s requested, %s in use, capacity %s (no room in %s): "
+			    "raise the swap capacity or add an nvme_path",
 			    off_fmt_bytes(len, a, sizeof(a)), off_fmt_bytes(s->u.in_use, b, sizeof(b)),
-			    off_fmt_bytes(s->u.budget, c, sizeof(c)),
-			    off_ranges_largest(&s->files[f].ranges) < e->bytes[f] ? "no room" : "full",
-			    s->files[f].path);
-		while (f-- > 0)
-			off_ranges_free(&s->files[f].ranges, e->base[f], e->bytes[f]);
-		memset(e, 0, sizeof(*e));
+			    off_fmt_bytes(s->u.budget, c, sizeof(c)), s->files[fail_file].path);
 		return ret;
 	}
 	e->len = len;
@@ -329,7 +354,7 @@ offload_nvme_reqs(const offload_nvme_t *s, const offload_nvme_extent *e, unsigne
 	unsigned n = 0;
 	for (uint64_t k = off / st; k * st < end; k++) {
 		uint64_t u0 = k * st, a = off > u0 ? off : u0, b = end < u0 + st ? end : u0 + st;
-		unsigned f = (unsigned)(k % s->n);
+		unsigned f = (unsigned)((e->first + k) % s->n);
 		uint64_t foff = e->base[f] + (k / s->n) * st + (a - u0);
 		char *p = (char *)buf + (a - off);
 		if (n && reqs[n - 1].file == s->files[f].ios_file &&

@@ -1,5 +1,5 @@
 # Tests for offload/ (issue 3). test_offload needs no GPU; test_offload_gpu exits 77 without one.
-foreach(_c ranges roundtrip stripe files path_errors budgets host_pool signal fault
+foreach(_c ranges roundtrip stripe stripe_small files path_errors budgets host_pool signal fault
            prefetch_fake prefetch_swapper plan)
   list(APPEND _offload_cases ${_c})
 endforeach()

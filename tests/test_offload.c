@@ -150,6 +150,49 @@ test_stripe(void)
 	free(d2);
 }
 
+/* Chunks smaller than a stripe must spread over both paths: 16 x 128 KiB fill 2 x 1 MiB. */
+static void
+test_stripe_small(void)
+{
+	char *d2 = t_mkdtemp("offload-stripe-small");
+	const char *p[2] = {g_dir, d2};
+	iosched_opts io;
+	iosched_opts_init(&io);
+	io.quiet = true;
+	iosched_t *ios;
+	T_CHECK(iosched_create(&io, &ios) == 0, "iosched");
+	offload_nvme_opts no;
+	offload_nvme_opts_init(&no);
+	no.paths = p;
+	no.npaths = 2;
+	no.capacity = 2 << 20;
+	offload_nvme_t *nv;
+	char err[512];
+	int ret = offload_nvme_create(&no, ios, &nv, err, sizeof(err));
+	T_CHECK(ret == 0, "create %d %s", ret, err);
+	if (!ret) {
+		offload_nvme_extent e[17];
+		unsigned per_file[2] = {0, 0};
+		for (int i = 0; i < 16; i++) {
+			T_CHECK(offload_nvme_alloc(nv, 128 << 10, &e[i]) == 0, "alloc %d: %s", i,
+				offload_nvme_last_error(nv));
+			per_file[e[i].first]++;
+		}
+		T_CHECK(per_file[0] == 8 && per_file[1] == 8, "spread %u/%u", per_file[0],
+			per_file[1]);
+		ret = offload_nvme_alloc(nv, 4096, &e[16]);
+		T_CHECK(ret == -ENOBUFS && strstr(offload_nvme_last_error(nv), "nvme tier full"),
+			"full: %d %s", ret, offload_nvme_last_error(nv));
+		offload_nvme_free(nv, &e[3]);
+		T_CHECK(offload_nvme_alloc(nv, 128 << 10, &e[16]) == 0, "reuse after free");
+		offload_nvme_destroy(nv);
+	}
+	iosched_destroy(ios);
+	T_CHECK(t_dir_entries(d2) == 0, "left behind");
+	rmdir(d2);
+	free(d2);
+}
+
 static void
 test_files_and_cleanup(void)
 {
@@ -692,6 +735,7 @@ static const struct {
 	{"ranges", test_ranges},
 	{"roundtrip", test_roundtrip},
 	{"stripe", test_stripe},
+	{"stripe_small", test_stripe_small},
 	{"files", test_files_and_cleanup},
 	{"path_errors", test_path_errors},
 	{"budgets", test_budgets},

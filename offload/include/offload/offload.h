@@ -140,7 +140,8 @@ int offload_nvme_create(const offload_nvme_opts *opts, iosched_t *ios, offload_n
 void offload_nvme_destroy(offload_nvme_t *s);
 
 typedef struct offload_nvme_extent {
-	uint64_t len; /* bytes, rounded up to 4 KiB */
+	uint64_t len;   /* bytes, rounded up to 4 KiB */
+	unsigned first; /* file of stripe unit 0; unit k lives in file (first + k) % npaths */
 	uint64_t base[OFFLOAD_NVME_MAX_PATHS];
 	uint64_t bytes[OFFLOAD_NVME_MAX_PATHS]; /* per file; 0 = unused */
 } offload_nvme_extent;

@@ -31,7 +31,7 @@
 #include <cuda_runtime_api.h>
 #endif
 
-#define PROG "zinf bench swap"
+#define PROG      "zinf bench swap"
 #define MAX_PATHS OFFLOAD_NVME_MAX_PATHS
 
 typedef struct swap_args {
@@ -48,7 +48,7 @@ typedef struct row {
 	double seconds;
 	double bound_gbs; /* 0: none */
 	const char *bound_what;
-	int check;        /* 1 ok, 0 wrong data, -1 not checked */
+	int check; /* 1 ok, 0 wrong data, -1 not checked */
 	int err;
 } row;
 
@@ -73,22 +73,26 @@ static void
 usage(FILE *f)
 {
 	fprintf(f,
-		"usage: zinf bench swap [--nvme-path DIR]... [options]\n\n"
-		"Moves --size bytes, in chunks of --buffer-size, between NVMe, host memory and the\n"
-		"GPU through offload/ and reports GB/s (1e9 B/s) per path, the bound (slowest link\n"
-		"of the path, measured alone in the same run) and measured/bound. Data is checked.\n\n"
-		"options:\n"
-		"  --nvme-path DIR     swap folder; repeat to stripe over several (up to %d)\n"
-		"  --size S            bytes moved per phase (default 1G)\n"
-		"  --buffer-size S     chunk and staging-slot size, multiple of 4K (default 64M)\n"
-		"  --buffer-count N    staging slots for NVMe <-> GPU, 1..1024 (default 4)\n"
-		"  --pin-memory B      true: page-locked host buffers (default); false: pageable\n"
-		"  --backend NAME      auto|io_uring|libaio|psync (default auto)\n"
-		"  --json              one JSON object instead of the table\n"
-		"  -h, --help          this help\n\n"
-		"Without --nvme-path only host <-> GPU is measured; without a GPU only NVMe <-> host.\n"
-		"%s.\nexit codes: 0 ok, 1 runtime failure or wrong data, 2 usage error\n",
-		MAX_PATHS, BENCH_SIZE_HELP);
+	        "usage: zinf bench swap [--nvme-path DIR]... [options]\n\n"
+	        "Moves --size bytes, in chunks of --buffer-size, between NVMe, host memory and "
+	        "the\n"
+	        "GPU through offload/ and reports GB/s (1e9 B/s) per path, the bound (slowest "
+	        "link\n"
+	        "of the path, measured alone in the same run) and measured/bound. Data is "
+	        "checked.\n\n"
+	        "options:\n"
+	        "  --nvme-path DIR     swap folder; repeat to stripe over several (up to %d)\n"
+	        "  --size S            bytes moved per phase (default 1G)\n"
+	        "  --buffer-size S     chunk and staging-slot size, multiple of 4K (default 64M)\n"
+	        "  --buffer-count N    staging slots for NVMe <-> GPU, 1..1024 (default 4)\n"
+	        "  --pin-memory B      true: page-locked host buffers (default); false: pageable\n"
+	        "  --backend NAME      auto|io_uring|libaio|psync (default auto)\n"
+	        "  --json              one JSON object instead of the table\n"
+	        "  -h, --help          this help\n\n"
+	        "Without --nvme-path only host <-> GPU is measured; without a GPU only NVMe <-> "
+	        "host.\n"
+	        "%s.\nexit codes: 0 ok, 1 runtime failure or wrong data, 2 usage error\n",
+	        MAX_PATHS, BENCH_SIZE_HELP);
 }
 
 static int
@@ -115,43 +119,47 @@ parse_args(int argc, char **argv, swap_args *a)
 				return r;
 			if (!*v || a->npaths == MAX_PATHS) {
 				fprintf(stderr, PROG ": --nvme-path: %s\n",
-					*v ? "too many paths (at most 16)" : "empty path");
+				        *v ? "too many paths (at most 16)" : "empty path");
 				return -EINVAL;
 			}
 			a->paths[a->npaths++] = v;
 			continue;
 		}
 		if ((r = bench_flag_value(PROG, argc, argv, &i, "--size", &v))) {
-			if (r < 0 || bench_parse_size(PROG, "--size", v, 4096, 1ull << 44, &a->size))
+			if (r < 0 ||
+			    bench_parse_size(PROG, "--size", v, 4096, 1ull << 44, &a->size))
 				return -EINVAL;
 			continue;
 		}
 		if ((r = bench_flag_value(PROG, argc, argv, &i, "--buffer-size", &v))) {
 			if (r < 0 || bench_parse_size(PROG, "--buffer-size", v, 4096, 1ull << 32,
-						      &a->buffer_size))
+			                              &a->buffer_size))
 				return -EINVAL;
 			if (a->buffer_size % 4096) {
-				fprintf(stderr, PROG ": --buffer-size %s is not a multiple of 4096 (4K), "
-						     "which direct I/O needs\n",
-					v);
+				fprintf(stderr,
+				        PROG ": --buffer-size %s is not a multiple of 4096 (4K), "
+				             "which direct I/O needs\n",
+				        v);
 				return -EINVAL;
 			}
 			continue;
 		}
 		if ((r = bench_flag_value(PROG, argc, argv, &i, "--buffer-count", &v))) {
-			if (r < 0 || bench_parse_uint(PROG, "--buffer-count", v, 1, 1024,
-						      &a->buffer_count))
+			if (r < 0 ||
+			    bench_parse_uint(PROG, "--buffer-count", v, 1, 1024, &a->buffer_count))
 				return -EINVAL;
 			continue;
 		}
 		if ((r = bench_flag_value(PROG, argc, argv, &i, "--pin-memory", &v))) {
-			if (r < 0 || (c = bench_parse_choice(PROG, "--pin-memory", v, bool_names)) < 0)
+			if (r < 0 ||
+			    (c = bench_parse_choice(PROG, "--pin-memory", v, bool_names)) < 0)
 				return -EINVAL;
 			a->pin = c == 0;
 			continue;
 		}
 		if ((r = bench_flag_value(PROG, argc, argv, &i, "--backend", &v))) {
-			if (r < 0 || (c = bench_parse_choice(PROG, "--backend", v, backend_names)) < 0)
+			if (r < 0 ||
+			    (c = bench_parse_choice(PROG, "--backend", v, backend_names)) < 0)
 				return -EINVAL;
 			iosched_backend_parse(v, &a->backend);
 			continue;
@@ -161,7 +169,7 @@ parse_args(int argc, char **argv, swap_args *a)
 	}
 	if (a->size / a->buffer_size > 60000) {
 		fprintf(stderr, PROG ": --size / --buffer-size is more than 60000 chunks: pass a "
-				     "larger --buffer-size\n");
+		                     "larger --buffer-size\n");
 		return -EINVAL;
 	}
 	return 0;
@@ -245,7 +253,8 @@ run_jobs(swap_ctx *c, const job *jobs, unsigned njobs)
 				if (ret == -EAGAIN)
 					continue;
 				if (ret) {
-					fprintf(stderr, PROG ": %s\n", offload_swapper_last_error(c->sw));
+					fprintf(stderr, PROG ": %s\n",
+					        offload_swapper_last_error(c->sw));
 					return ret;
 				}
 				next[j]++;
@@ -325,9 +334,10 @@ raw_copies(swap_ctx *c, row *h2d, row *d2h, row *both)
 	    cudaMalloc(&dev, a->size) != cudaSuccess || cudaMalloc(&dev2, a->size) != cudaSuccess ||
 	    cudaStreamCreateWithFlags(&s1, cudaStreamNonBlocking) != cudaSuccess ||
 	    cudaStreamCreateWithFlags(&s2, cudaStreamNonBlocking) != cudaSuccess) {
-		fprintf(stderr, PROG ": raw copies: cannot allocate %" PRIu64 " bytes pinned + 2x on "
-				     "the GPU: lower --size\n",
-			a->size);
+		fprintf(stderr,
+		        PROG ": raw copies: cannot allocate %" PRIu64 " bytes pinned + 2x on "
+		             "the GPU: lower --size\n",
+		        a->size);
 		goto out;
 	}
 	memset(host, 1, a->size);
@@ -335,13 +345,14 @@ raw_copies(swap_ctx *c, row *h2d, row *d2h, row *both)
 		row *r = pass == 0 ? h2d : pass == 1 ? d2h : both;
 		uint64_t t0 = bench_now_ns();
 		for (uint64_t off = 0; off < a->size; off += a->buffer_size) {
-			uint64_t len = a->size - off < a->buffer_size ? a->size - off : a->buffer_size;
+			uint64_t len =
+			        a->size - off < a->buffer_size ? a->size - off : a->buffer_size;
 			if (pass != 1)
 				cudaMemcpyAsync((char *)dev + off, (char *)host + off, len,
-						cudaMemcpyHostToDevice, s1);
+				                cudaMemcpyHostToDevice, s1);
 			if (pass != 0)
 				cudaMemcpyAsync((char *)host + off, (char *)dev2 + off, len,
-						cudaMemcpyDeviceToHost, s2);
+				                cudaMemcpyDeviceToHost, s2);
 		}
 		cudaStreamSynchronize(s1);
 		cudaStreamSynchronize(s2);
@@ -417,10 +428,10 @@ run(swap_ctx *c)
 		unsigned half = c->n / 2;
 		for (unsigned i = 0; i < c->n; i++)
 			offload_chunk_drop(c->sw, c->ids[i],
-					   i < half ? OFFLOAD_TIER_GPU : OFFLOAD_TIER_HOST);
+			                   i < half ? OFFLOAD_TIER_GPU : OFFLOAD_TIER_HOST);
 		if (half) {
 			job both[2] = {{0, half, OFFLOAD_TIER_GPU},
-				       {half, c->n - half, OFFLOAD_TIER_HOST}};
+			               {half, c->n - half, OFFLOAD_TIER_HOST}};
 			row *b = add_row(c, "host <-> gpu both");
 			b->bound_gbs = gbs(rb);
 			b->bound_what = "raw both directions";
@@ -456,7 +467,8 @@ print_table(const swap_ctx *c)
 	offload_report rep;
 	offload_swapper_report(c->sw, &rep);
 	char s1[32], s2[32];
-	printf("zinf bench swap: %s in %u chunks of %s; buffer_count %" PRIu64 "; host buffers %s\n",
+	printf("zinf bench swap: %s in %u chunks of %s; buffer_count %" PRIu64
+	       "; host buffers %s\n",
 	       bench_fmt_size(a->size, s1, sizeof(s1)), c->n,
 	       bench_fmt_size(a->buffer_size, s2, sizeof(s2)), a->buffer_count,
 	       offload_host_mode_name(rep.host_mode));
@@ -481,9 +493,12 @@ print_table(const swap_ctx *c)
 			snprintf(bound, sizeof(bound), "%.2f", r->bound_gbs);
 			snprintf(ratio, sizeof(ratio), "%.2f", gbs(r) / r->bound_gbs);
 		}
-		printf("%-22s %10" PRIu64 " %9.4f %9.2f %9s %7s  %s\n", r->name, r->bytes, r->seconds,
-		       gbs(r), bound, ratio,
-		       r->err ? "ERROR" : r->check < 0 ? "-" : r->check ? "ok" : "WRONG");
+		printf("%-22s %10" PRIu64 " %9.4f %9.2f %9s %7s  %s\n", r->name, r->bytes,
+		       r->seconds, gbs(r), bound, ratio,
+		       r->err         ? "ERROR"
+		       : r->check < 0 ? "-"
+		       : r->check     ? "ok"
+		                      : "WRONG");
 		if (r->bound_gbs > 0)
 			printf("%-22s   bound: %s; physical bound %.4f s\n", "", r->bound_what,
 			       (double)r->bytes / (r->bound_gbs * 1e9));
@@ -517,7 +532,8 @@ print_json(const swap_ctx *c)
 	cJSON_AddItemToObject(o, "nvme_paths", paths);
 	if (a->npaths)
 		cJSON_AddStringToObject(
-			o, "backend", iosched_backend_name(iosched_get_backend(offload_swapper_iosched(c->sw))));
+		        o, "backend",
+		        iosched_backend_name(iosched_get_backend(offload_swapper_iosched(c->sw))));
 	for (unsigned i = 0; i < c->nrows; i++) {
 		const row *r = &c->rows[i];
 		cJSON *j = cJSON_CreateObject();
@@ -529,12 +545,14 @@ print_json(const swap_ctx *c)
 			cJSON_AddNumberToObject(j, "bound_gb_per_s", r->bound_gbs);
 			cJSON_AddStringToObject(j, "bound", r->bound_what);
 			cJSON_AddNumberToObject(j, "bound_seconds",
-						(double)r->bytes / (r->bound_gbs * 1e9));
+			                        (double)r->bytes / (r->bound_gbs * 1e9));
 			cJSON_AddNumberToObject(j, "ratio", gbs(r) / r->bound_gbs);
 		}
-		cJSON_AddStringToObject(j, "data", r->err ? "error" : r->check < 0 ? "unchecked"
-								 : r->check  ? "ok"
-									     : "wrong");
+		cJSON_AddStringToObject(j, "data",
+		                        r->err         ? "error"
+		                        : r->check < 0 ? "unchecked"
+		                        : r->check     ? "ok"
+		                                       : "wrong");
 		cJSON_AddItemToArray(rows, j);
 	}
 	cJSON_AddItemToObject(o, "results", rows);
@@ -562,9 +580,10 @@ zinf_bench_swap_main(int argc, char **argv)
 	c.a = &a;
 	c.gpu = offload_gpu_probe(c.gpu_why, sizeof(c.gpu_why));
 	if (!c.gpu && !a.npaths) {
-		fprintf(stderr, PROG ": nothing to measure: %s, and no --nvme-path was given: pass "
-				     "--nvme-path DIR\n",
-			c.gpu_why);
+		fprintf(stderr,
+		        PROG ": nothing to measure: %s, and no --nvme-path was given: pass "
+		             "--nvme-path DIR\n",
+		        c.gpu_why);
 		return 2;
 	}
 	c.n = (unsigned)((a.size + a.buffer_size - 1) / a.buffer_size);
@@ -577,8 +596,8 @@ zinf_bench_swap_main(int argc, char **argv)
 	o.gpu_budget = c.gpu ? a.size + (uint64_t)c.n * 256 : 0;
 	o.nvme_paths = a.paths;
 	o.nvme_path_count = a.npaths;
-	o.nvme_capacity = a.size + (uint64_t)c.n * a.npaths * 4096 +
-			  (uint64_t)a.npaths * (1u << 20);
+	o.nvme_capacity =
+	        a.size + (uint64_t)c.n * a.npaths * 4096 + (uint64_t)a.npaths * (1u << 20);
 	o.aio.backend = a.backend;
 	o.aio.quiet = a.json;
 	char err[512];

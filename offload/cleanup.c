@@ -38,7 +38,7 @@ cleanup_handler(int sig)
 		int best = -1;
 		for (unsigned i = 0; i < OFFLOAD_CLEANUP_MAX; i++)
 			if (atomic_load_explicit(&g_cleanup.state[i], memory_order_acquire) ==
-				    SLOT_DIR &&
+			            SLOT_DIR &&
 			    (best < 0 || g_cleanup.seq[i] > g_cleanup.seq[best]))
 				best = (int)i;
 		if (best < 0)
@@ -91,7 +91,7 @@ offload_cleanup_add(const char *path, bool is_dir)
 		memcpy(g_cleanup.path[i], path, n + 1);
 		g_cleanup.seq[i] = ++g_cleanup.next_seq;
 		atomic_store_explicit(&g_cleanup.state[i], is_dir ? SLOT_DIR : SLOT_FILE,
-				      memory_order_release);
+		                      memory_order_release);
 		ret = (int)i;
 		break;
 	}

@@ -24,7 +24,7 @@ offload_gpu_probe(char *why, size_t len)
 		(void)cudaGetLastError();
 		if (why)
 			snprintf(why, len, "no GPU tier: cudaGetDeviceCount failed: %s (%s)",
-				 cudaGetErrorString(e), cudaGetErrorName(e));
+			         cudaGetErrorString(e), cudaGetErrorName(e));
 		return false;
 	}
 	if (n == 0) {
@@ -37,8 +37,9 @@ offload_gpu_probe(char *why, size_t len)
 	return true;
 #else
 	if (why)
-		snprintf(why, len, "no GPU tier: this zinf was built without CUDA "
-				   "(configure with -DZINF_CUDA=ON on a machine with the toolkit)");
+		snprintf(why, len,
+		         "no GPU tier: this zinf was built without CUDA "
+		         "(configure with -DZINF_CUDA=ON on a machine with the toolkit)");
 	return false;
 #endif
 }
@@ -50,7 +51,7 @@ struct offload_gpu_arena {
 	/* live allocations: offset -> length, for free() */
 	struct {
 		uint64_t off, len;
-	} *live;
+	} * live;
 	unsigned nlive, cap;
 	char err[OFF_ERR_LEN];
 };
@@ -73,8 +74,8 @@ offload_gpu_arena_create(const offload_gpu_arena_opts *opts, offload_gpu_arena_t
 	}
 	if (!opts->budget || !opts->align || (opts->align & (opts->align - 1))) {
 		zinf_log(ZINF_LOG_ERROR, SUBSYS,
-			 "gpu budget must be > 0 (got %llu) and align a power of two (got %llu)",
-			 (unsigned long long)opts->budget, (unsigned long long)opts->align);
+		         "gpu budget must be > 0 (got %llu) and align a power of two (got %llu)",
+		         (unsigned long long)opts->budget, (unsigned long long)opts->align);
 		return -EINVAL;
 	}
 #ifdef ZINF_HAVE_CUDA
@@ -94,11 +95,12 @@ offload_gpu_arena_create(const offload_gpu_arena_opts *opts, offload_gpu_arena_t
 		size_t fr = 0, tot = 0;
 		cudaMemGetInfo(&fr, &tot);
 		char x[64], y[64];
-		zinf_log(ZINF_LOG_ERROR, SUBSYS,
-			 "gpu tier: cudaMalloc of the %s budget on device %d failed: %s; %s free on "
-			 "the device: lower the gpu budget",
-			 off_fmt_bytes(opts->budget, x, sizeof(x)), opts->device,
-			 cudaGetErrorString(e), off_fmt_bytes(fr, y, sizeof(y)));
+		zinf_log(
+		        ZINF_LOG_ERROR, SUBSYS,
+		        "gpu tier: cudaMalloc of the %s budget on device %d failed: %s; %s free on "
+		        "the device: lower the gpu budget",
+		        off_fmt_bytes(opts->budget, x, sizeof(x)), opts->device,
+		        cudaGetErrorString(e), off_fmt_bytes(fr, y, sizeof(y)));
 		off_ranges_fini(&a->ranges);
 		free(a);
 		return e == cudaErrorMemoryAllocation ? -ENOMEM : -ENODEV;
@@ -141,14 +143,15 @@ offload_gpu_alloc(offload_gpu_arena_t *a, uint64_t size, void **dptr)
 	int ret = off_ranges_alloc(&a->ranges, len, a->opts.align, &off);
 	if (ret) {
 		char x[64], y[64], z[64], w[64], v[64];
-		off_set_err(a->err, SUBSYS,
-			    "gpu tier out of memory: %s requested, %s free (largest free block %s), "
-			    "%s in use, budget %s: raise the gpu budget or lower buffer_size",
-			    off_fmt_bytes(len, x, sizeof(x)),
-			    off_fmt_bytes(a->ranges.size - a->ranges.in_use, y, sizeof(y)),
-			    off_fmt_bytes(off_ranges_largest(&a->ranges), z, sizeof(z)),
-			    off_fmt_bytes(a->ranges.in_use, w, sizeof(w)),
-			    off_fmt_bytes(a->ranges.size, v, sizeof(v)));
+		off_set_err(
+		        a->err, SUBSYS,
+		        "gpu tier out of memory: %s requested, %s free (largest free block %s), "
+		        "%s in use, budget %s: raise the gpu budget or lower buffer_size",
+		        off_fmt_bytes(len, x, sizeof(x)),
+		        off_fmt_bytes(a->ranges.size - a->ranges.in_use, y, sizeof(y)),
+		        off_fmt_bytes(off_ranges_largest(&a->ranges), z, sizeof(z)),
+		        off_fmt_bytes(a->ranges.in_use, w, sizeof(w)),
+		        off_fmt_bytes(a->ranges.size, v, sizeof(v)));
 		return ret;
 	}
 	a->live[a->nlive].off = off;

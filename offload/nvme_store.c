@@ -71,8 +71,9 @@ check_path(offload_nvme_t *s, const char *path, uint64_t need)
 	char a[64], b[64];
 	if (stat(path, &st)) {
 		int e = errno;
-		off_set_err(s->err, SUBSYS, "nvme_path %s: %s: create it or pass an existing folder",
-			    path, strerror(e));
+		off_set_err(s->err, SUBSYS,
+		            "nvme_path %s: %s: create it or pass an existing folder", path,
+		            strerror(e));
 		return -e;
 	}
 	if (!S_ISDIR(st.st_mode)) {
@@ -82,8 +83,8 @@ check_path(offload_nvme_t *s, const char *path, uint64_t need)
 	if (access(path, W_OK | X_OK)) {
 		int e = errno;
 		off_set_err(s->err, SUBSYS,
-			    "nvme_path %s is not writable: %s: pass a folder this user may write",
-			    path, strerror(e));
+		            "nvme_path %s is not writable: %s: pass a folder this user may write",
+		            path, strerror(e));
 		return e == EROFS ? -EROFS : -EACCES;
 	}
 	struct statvfs vfs;
@@ -95,9 +96,10 @@ check_path(offload_nvme_t *s, const char *path, uint64_t need)
 	uint64_t avail = (uint64_t)vfs.f_bavail * vfs.f_frsize;
 	if (avail < need) {
 		off_set_err(s->err, SUBSYS,
-			    "nvme_path %s has too little free space: %s needed, %s available: free "
-			    "space, add another nvme_path, or lower the swap capacity",
-			    path, off_fmt_bytes(need, a, sizeof(a)), off_fmt_bytes(avail, b, sizeof(b)));
+		            "nvme_path %s has too little free space: %s needed, %s available: free "
+		            "space, add another nvme_path, or lower the swap capacity",
+		            path, off_fmt_bytes(need, a, sizeof(a)),
+		            off_fmt_bytes(avail, b, sizeof(b)));
 		return -ENOSPC;
 	}
 	return 0;
@@ -111,14 +113,16 @@ make_dir(offload_nvme_t *s, const char *dir, bool exist_ok, bool *made, int *slo
 		if (e == EEXIST && exist_ok)
 			return 0;
 		if (e == EEXIST)
-			off_set_err(s->err, SUBSYS,
-				    "%s already exists: another process uses this run id and rank, or "
-				    "a crashed run left it behind (remove it)",
-				    dir);
+			off_set_err(
+			        s->err, SUBSYS,
+			        "%s already exists: another process uses this run id and rank, or "
+			        "a crashed run left it behind (remove it)",
+			        dir);
 		else
 			off_set_err(s->err, SUBSYS, "cannot create %s: %s%s", dir, strerror(e),
-				    e == EACCES || e == EPERM || e == EROFS ? " (nvme_path not writable)"
-									    : "");
+			            e == EACCES || e == EPERM || e == EROFS
+			                    ? " (nvme_path not writable)"
+			                    : "");
 		return e == EPERM || e == EROFS ? -EACCES : -e;
 	}
 	*made = true;
@@ -168,7 +172,8 @@ make_file(offload_nvme_t *s, nvme_file *f, unsigned i)
 		if (ret) {
 			char a[64];
 			off_set_err(s->err, SUBSYS, "cannot preallocate %s of %s: %s",
-				    off_fmt_bytes(s->per_file, a, sizeof(a)), f->path, strerror(-ret));
+			            off_fmt_bytes(s->per_file, a, sizeof(a)), f->path,
+			            strerror(-ret));
 		}
 	}
 	close(fd);
@@ -187,8 +192,8 @@ make_file(offload_nvme_t *s, nvme_file *f, unsigned i)
 }
 
 int
-offload_nvme_create(const offload_nvme_opts *opts, iosched_t *ios, offload_nvme_t **out,
-		    char *err, size_t err_len)
+offload_nvme_create(const offload_nvme_opts *opts, iosched_t *ios, offload_nvme_t **out, char *err,
+                    size_t err_len)
 {
 	*out = NULL;
 	offload_nvme_t *s = calloc(1, sizeof(*s));
@@ -203,15 +208,16 @@ offload_nvme_create(const offload_nvme_opts *opts, iosched_t *ios, offload_nvme_
 	}
 	int ret = -EINVAL;
 	if (!opts->npaths || opts->npaths > OFFLOAD_NVME_MAX_PATHS || !opts->paths) {
-		off_set_err(s->err, SUBSYS, "nvme_path: %u paths given, 1..%u allowed", opts->npaths,
-			    OFFLOAD_NVME_MAX_PATHS);
+		off_set_err(s->err, SUBSYS, "nvme_path: %u paths given, 1..%u allowed",
+		            opts->npaths, OFFLOAD_NVME_MAX_PATHS);
 		goto fail;
 	}
 	if (!opts->capacity || !opts->stripe_size || opts->stripe_size % OFFLOAD_ALIGN) {
 		off_set_err(s->err, SUBSYS,
-			    "swap capacity must be > 0 (got %llu) and stripe size a multiple of "
-			    "4096 (got %llu)",
-			    (unsigned long long)opts->capacity, (unsigned long long)opts->stripe_size);
+		            "swap capacity must be > 0 (got %llu) and stripe size a multiple of "
+		            "4096 (got %llu)",
+		            (unsigned long long)opts->capacity,
+		            (unsigned long long)opts->stripe_size);
 		goto fail;
 	}
 	s->n = opts->npaths;
@@ -261,7 +267,7 @@ offload_nvme_destroy(offload_nvme_t *s)
 /* One try with unit 0 in file `first`; 0 or -ENOBUFS with nothing taken (*fail_file set). */
 static int
 alloc_rotation(offload_nvme_t *s, uint64_t len, unsigned first, offload_nvme_extent *e,
-	       unsigned *fail_file)
+               unsigned *fail_file)
 {
 	uint64_t stripe = s->opts.stripe_size, units = (len + stripe - 1) / stripe;
 	uint64_t last = len - (units - 1) * stripe;
@@ -274,7 +280,8 @@ alloc_rotation(offload_nvme_t *s, uint64_t len, unsigned first, offload_nvme_ext
 		uint64_t bytes = ((units - 1 - j) / s->n + 1) * stripe;
 		if (j == (units - 1) % s->n)
 			bytes -= stripe - last;
-		if ((ret = off_ranges_alloc(&s->files[f].ranges, bytes, OFFLOAD_ALIGN, &e->base[f]))) {
+		if ((ret = off_ranges_alloc(&s->files[f].ranges, bytes, OFFLOAD_ALIGN,
+		                            &e->base[f]))) {
 			*fail_file = f;
 			break;
 		}
@@ -309,10 +316,11 @@ offload_nvme_alloc(offload_nvme_t *s, uint64_t len, offload_nvme_extent *e)
 	if (ret) {
 		char a[64], b[64], c[64];
 		off_set_err(s->err, SUBSYS,
-			    "nvme tier full: %s requested, %s in use, capacity %s (no room in %s): "
-			    "raise the swap capacity or add an nvme_path",
-			    off_fmt_bytes(len, a, sizeof(a)), off_fmt_bytes(s->u.in_use, b, sizeof(b)),
-			    off_fmt_bytes(s->u.budget, c, sizeof(c)), s->files[fail_file].path);
+		            "nvme tier full: %s requested, %s in use, capacity %s (no room in %s): "
+		            "raise the swap capacity or add an nvme_path",
+		            off_fmt_bytes(len, a, sizeof(a)),
+		            off_fmt_bytes(s->u.in_use, b, sizeof(b)),
+		            off_fmt_bytes(s->u.budget, c, sizeof(c)), s->files[fail_file].path);
 		return ret;
 	}
 	e->len = len;
@@ -346,7 +354,7 @@ offload_nvme_req_count(const offload_nvme_t *s, uint64_t off, uint64_t len)
 
 int
 offload_nvme_reqs(const offload_nvme_t *s, const offload_nvme_extent *e, unsigned op, void *buf,
-		  uint64_t off, uint64_t len, uint64_t tag, iosched_req *reqs, unsigned max)
+                  uint64_t off, uint64_t len, uint64_t tag, iosched_req *reqs, unsigned max)
 {
 	if (off % OFFLOAD_ALIGN || len % OFFLOAD_ALIGN || !len || off + len > e->len)
 		return -EINVAL;
@@ -365,8 +373,12 @@ offload_nvme_reqs(const offload_nvme_t *s, const offload_nvme_extent *e, unsigne
 		}
 		if (n == max)
 			return -E2BIG;
-		reqs[n++] = (iosched_req){.tag = tag, .file = s->files[f].ios_file, .op = op,
-					  .buf = p, .offset = foff, .len = b - a};
+		reqs[n++] = (iosched_req){.tag = tag,
+		                          .file = s->files[f].ios_file,
+		                          .op = op,
+		                          .buf = p,
+		                          .offset = foff,
+		                          .len = b - a};
 	}
 	return (int)n;
 }

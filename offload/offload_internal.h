@@ -35,9 +35,9 @@ uint64_t off_ranges_largest(const off_ranges *r);
 
 /* snprintf into err[OFF_ERR_LEN] and log at error level under `subsys`. */
 void off_set_err(char *err, const char *subsys, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+        __attribute__((format(printf, 3, 4)));
 void off_vset_err(char *err, const char *subsys, const char *fmt, va_list ap)
-	__attribute__((format(printf, 3, 0)));
+        __attribute__((format(printf, 3, 0)));
 /* "1.50 GiB" */
 const char *off_fmt_bytes(uint64_t b, char *buf, size_t len);
 

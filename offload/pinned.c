@@ -151,7 +151,7 @@ alloc_pageable(offload_host_pool_t *p, uint64_t len, void **out)
 			return ret;
 	}
 	void *ptr = mallocx(len, MALLOCX_ARENA(p->arena) | MALLOCX_ALIGN(OFFLOAD_ALIGN) |
-					 MALLOCX_TCACHE_NONE);
+	                                 MALLOCX_TCACHE_NONE);
 	if (!ptr)
 		return -ENOMEM;
 	*out = ptr;
@@ -180,10 +180,10 @@ pin(offload_host_pool_t *p, void *ptr, uint64_t len)
 			return 0;
 		(void)cudaGetLastError();
 		off_set_err(p->err, SUBSYS,
-			    "cudaHostRegister of %s failed: %s (%s); %s already pinned; lower "
-			    "buffer_count/buffer_size or the host budget, or set pin_memory false",
-			    off_fmt_bytes(len, a, sizeof(a)), cudaGetErrorString(e),
-			    cudaGetErrorName(e), off_fmt_bytes(p->u.in_use, b, sizeof(b)));
+		            "cudaHostRegister of %s failed: %s (%s); %s already pinned; lower "
+		            "buffer_count/buffer_size or the host budget, or set pin_memory false",
+		            off_fmt_bytes(len, a, sizeof(a)), cudaGetErrorString(e),
+		            cudaGetErrorName(e), off_fmt_bytes(p->u.in_use, b, sizeof(b)));
 		return -ENOMEM;
 	}
 #endif
@@ -192,11 +192,11 @@ pin(offload_host_pool_t *p, void *ptr, uint64_t len)
 		return 0;
 	memlock_limit(c, sizeof(c));
 	off_set_err(p->err, SUBSYS,
-		    "mlock of %s failed: %s; %s already pinned, RLIMIT_MEMLOCK is %s: raise it "
-		    "(ulimit -l unlimited, or memlock in /etc/security/limits.conf), lower "
-		    "buffer_count/buffer_size, or set pin_memory false",
-		    off_fmt_bytes(len, a, sizeof(a)), strerror(-ret),
-		    off_fmt_bytes(p->u.in_use, b, sizeof(b)), c);
+	            "mlock of %s failed: %s; %s already pinned, RLIMIT_MEMLOCK is %s: raise it "
+	            "(ulimit -l unlimited, or memlock in /etc/security/limits.conf), lower "
+	            "buffer_count/buffer_size, or set pin_memory false",
+	            off_fmt_bytes(len, a, sizeof(a)), strerror(-ret),
+	            off_fmt_bytes(p->u.in_use, b, sizeof(b)), c);
 	return ret == -EPERM || ret == -EAGAIN ? -ENOMEM : ret;
 }
 
@@ -210,10 +210,11 @@ offload_host_alloc(offload_host_pool_t *p, uint64_t size, void **out)
 	if (p->u.in_use + len > p->u.budget || p->u.in_use + len < len) {
 		char a[64], b[64], c[64];
 		off_set_err(p->err, SUBSYS,
-			    "host tier over budget: %s requested, %s in use, budget %s: raise the "
-			    "host budget or lower buffer_count/buffer_size",
-			    off_fmt_bytes(len, a, sizeof(a)), off_fmt_bytes(p->u.in_use, b, sizeof(b)),
-			    off_fmt_bytes(p->u.budget, c, sizeof(c)));
+		            "host tier over budget: %s requested, %s in use, budget %s: raise the "
+		            "host budget or lower buffer_count/buffer_size",
+		            off_fmt_bytes(len, a, sizeof(a)),
+		            off_fmt_bytes(p->u.in_use, b, sizeof(b)),
+		            off_fmt_bytes(p->u.budget, c, sizeof(c)));
 		return -ENOBUFS;
 	}
 	if (p->nbufs == p->cap) {
@@ -230,7 +231,7 @@ offload_host_alloc(offload_host_pool_t *p, uint64_t size, void **out)
 		if (ret) {
 			char a[64];
 			off_set_err(p->err, SUBSYS, "pageable allocation of %s failed",
-				    off_fmt_bytes(len, a, sizeof(a)));
+			            off_fmt_bytes(len, a, sizeof(a)));
 			return ret;
 		}
 	} else {
@@ -240,7 +241,7 @@ offload_host_alloc(offload_host_pool_t *p, uint64_t size, void **out)
 			char a[64];
 			int e = errno;
 			off_set_err(p->err, SUBSYS, "mmap of %s failed: %s",
-				    off_fmt_bytes(len, a, sizeof(a)), strerror(e));
+			            off_fmt_bytes(len, a, sizeof(a)), strerror(e));
 			return -e;
 		}
 		int ret = pin(p, b.ptr, len);
@@ -250,8 +251,9 @@ offload_host_alloc(offload_host_pool_t *p, uint64_t size, void **out)
 				return ret;
 			if (!p->warned_fallback)
 				zinf_log(ZINF_LOG_WARN, SUBSYS,
-					 "falling back to pageable host buffers (allow_unpinned): %s",
-					 p->err);
+				         "falling back to pageable host buffers (allow_unpinned): "
+				         "%s",
+				         p->err);
 			p->warned_fallback = true;
 			b.mode = OFFLOAD_HOST_PAGEABLE;
 			if ((ret = alloc_pageable(p, len, &b.ptr)))

@@ -22,9 +22,9 @@ struct offload_prefetch {
 	unsigned n, nids;
 	uint64_t budget;
 	unsigned max_inflight;
-	unsigned *holders; /* by id */
-	int *cstate;       /* by id */
-	int *cres;         /* by id: error of a failed fetch */
+	unsigned *holders;       /* by id */
+	int *cstate;             /* by id */
+	int *cres;               /* by id: error of a failed fetch */
 	unsigned char *released; /* by position */
 	unsigned next_issue, next_acquire;
 	uint64_t held;
@@ -41,7 +41,7 @@ offload_prefetch_opts_init(offload_prefetch_opts *opts)
 
 int
 offload_prefetch_create(const offload_prefetch_opts *o, const offload_prefetch_backend *be,
-			offload_prefetch_t **out)
+                        offload_prefetch_t **out)
 {
 	*out = NULL;
 	if (!o->n || !o->order || !o->sizes || !o->byte_budget || !o->max_inflight)
@@ -56,10 +56,10 @@ offload_prefetch_create(const offload_prefetch_opts *o, const offload_prefetch_b
 	for (unsigned i = 0; i < o->n; i++)
 		if (o->sizes[o->order[i]] > o->byte_budget) {
 			zinf_log(ZINF_LOG_ERROR, SUBSYS,
-				 "chunk %d (%llu bytes) is larger than the prefetch budget (%llu "
-				 "bytes): raise the prefetch bucket size",
-				 o->order[i], (unsigned long long)o->sizes[o->order[i]],
-				 (unsigned long long)o->byte_budget);
+			         "chunk %d (%llu bytes) is larger than the prefetch budget (%llu "
+			         "bytes): raise the prefetch bucket size",
+			         o->order[i], (unsigned long long)o->sizes[o->order[i]],
+			         (unsigned long long)o->byte_budget);
 			return -EINVAL;
 		}
 	offload_prefetch_t *pf = calloc(1, sizeof(*pf));
@@ -167,17 +167,19 @@ offload_prefetch_acquire(offload_prefetch_t *pf, int *chunk)
 	if (ret)
 		return ret;
 	if (!issued && pf->next_issue <= pos) {
-		/* Budget or slots are full: in-flight fetches free slots, only release frees bytes. */
+		/* Budget or slots are full: in-flight fetches free slots, only release frees bytes.
+		 */
 		while (pf->inflight >= pf->max_inflight && !(ret = collect(pf, -1)))
 			;
 		if (ret || (ret = offload_prefetch_pump(pf)))
 			return ret;
 		if (pf->next_issue <= pos) {
 			zinf_log(ZINF_LOG_ERROR, SUBSYS,
-				 "position %u (chunk %d, %llu bytes) cannot be fetched: %llu of %llu "
-				 "budget bytes are held by acquired positions: release them first",
-				 pos, id, (unsigned long long)pf->sizes[id],
-				 (unsigned long long)pf->held, (unsigned long long)pf->budget);
+			         "position %u (chunk %d, %llu bytes) cannot be fetched: %llu of "
+			         "%llu "
+			         "budget bytes are held by acquired positions: release them first",
+			         pos, id, (unsigned long long)pf->sizes[id],
+			         (unsigned long long)pf->held, (unsigned long long)pf->budget);
 			return -ENOBUFS;
 		}
 	}
@@ -239,8 +241,12 @@ static int
 swb_take(sw_backend *b, const offload_event *ev, unsigned n)
 {
 	for (unsigned i = 0; i < n; i++) {
-		if (ev[i].op != OFFLOAD_OP_FETCH)
-			continue; /* evictions from release() */
+		if (ev[i].op != OFFLOAD_OP_FETCH) { /* evictions from release() */
+			if (ev[i].res)
+				zinf_log(ZINF_LOG_ERROR, SUBSYS, "release of chunk %d failed: %s",
+				         ev[i].chunk, offload_swapper_last_error(b->sw));
+			continue;
+		}
 		if (b->nq == b->cap) {
 			unsigned cap = b->cap ? b->cap * 2 : 64;
 			offload_prefetch_done *q = realloc(b->q, cap * sizeof(*q));
@@ -261,8 +267,7 @@ swb_fetch(void *ctx, int chunk)
 	offload_event ev[16];
 	int ret;
 	/* An eviction from an earlier release may still run on this chunk: let it finish. */
-	while ((ret = offload_chunk_fetch(b->sw, chunk, b->tier, 0)) == -EBUSY ||
-	       ret == -EAGAIN) {
+	while ((ret = offload_chunk_fetch(b->sw, chunk, b->tier, 0)) == -EBUSY || ret == -EAGAIN) {
 		int n = offload_poll(b->sw, ev, 16, 1, -1);
 		if (n < 0 || (ret = swb_take(b, ev, (unsigned)n)))
 			return n < 0 ? n : ret;
@@ -311,15 +316,18 @@ swb_now(void *ctx)
 
 int
 offload_prefetch_swapper_backend(offload_swapper_t *sw, offload_tier tier,
-				 offload_prefetch_backend *out)
+                                 offload_prefetch_backend *out)
 {
 	sw_backend *b = calloc(1, sizeof(*b));
 	if (!b)
 		return -ENOMEM;
 	b->sw = sw;
 	b->tier = tier;
-	*out = (offload_prefetch_backend){.ctx = b, .fetch = swb_fetch, .poll = swb_poll,
-					  .release = swb_release, .now_ns = swb_now};
+	*out = (offload_prefetch_backend){.ctx = b,
+	                                  .fetch = swb_fetch,
+	                                  .poll = swb_poll,
+	                                  .release = swb_release,
+	                                  .now_ns = swb_now};
 	return 0;
 }
 

@@ -10,24 +10,26 @@
 
 #define SUBSYS "offload: plan"
 
-int
-offload_plan(const offload_swapper_opts *o, offload_report *r)
+_Static_assert(sizeof(((offload_report *)0)->err) >= OFF_ERR_LEN, "report err holds a message");
+
+static int
+plan(const offload_swapper_opts *o, offload_report *r)
 {
 	memset(r, 0, sizeof(*r));
 	char a[64], b[64];
 	if (!o->buffer_count || !o->buffer_size || o->buffer_size % OFFLOAD_ALIGN) {
-		zinf_log(ZINF_LOG_ERROR, SUBSYS,
-			 "buffer_count must be > 0 (got %u) and buffer_size a multiple of 4096 "
-			 "(got %" PRIu64 ")",
-			 o->buffer_count, o->buffer_size);
+		off_set_err(r->err, SUBSYS,
+		            "buffer_count must be > 0 (got %u) and buffer_size a multiple of 4096 "
+		            "(got %" PRIu64 ")",
+		            o->buffer_count, o->buffer_size);
 		return -EINVAL;
 	}
 	if (!o->max_chunks || !o->max_ops || !o->host_budget) {
-		zinf_log(ZINF_LOG_ERROR, SUBSYS, "host_budget, max_chunks and max_ops must be > 0");
+		off_set_err(r->err, SUBSYS, "host_budget, max_chunks and max_ops must be > 0");
 		return -EINVAL;
 	}
 	if (o->nvme_path_count && !o->nvme_capacity) {
-		zinf_log(ZINF_LOG_ERROR, SUBSYS, "nvme_path given but nvme_capacity is 0");
+		off_set_err(r->err, SUBSYS, "nvme_path given but nvme_capacity is 0");
 		return -EINVAL;
 	}
 	r->present[OFFLOAD_TIER_GPU] = o->gpu_budget > 0;
@@ -43,18 +45,29 @@ offload_plan(const offload_swapper_opts *o, offload_report *r)
 	if (r->present[OFFLOAD_TIER_GPU] && r->present[OFFLOAD_TIER_NVME])
 		r->staging_bytes = (uint64_t)o->buffer_count * o->buffer_size;
 	if (r->staging_bytes > o->host_budget) {
-		zinf_log(ZINF_LOG_ERROR, SUBSYS,
-			 "staging slots (buffer_count %u x buffer_size %" PRIu64 " = %s) exceed the "
-			 "host budget %s: lower buffer_count/buffer_size or raise the host budget",
-			 o->buffer_count, o->buffer_size, off_fmt_bytes(r->staging_bytes, a, sizeof(a)),
-			 off_fmt_bytes(o->host_budget, b, sizeof(b)));
+		off_set_err(
+		        r->err, SUBSYS,
+		        "staging slots (buffer_count %u x buffer_size %" PRIu64 " = %s) exceed the "
+		        "host budget %s: lower buffer_count/buffer_size or raise the host budget",
+		        o->buffer_count, o->buffer_size,
+		        off_fmt_bytes(r->staging_bytes, a, sizeof(a)),
+		        off_fmt_bytes(o->host_budget, b, sizeof(b)));
 		return -EINVAL;
 	}
 	return 0;
 }
 
-static int
-put(char *buf, size_t len, size_t *at, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+int
+offload_plan(const offload_swapper_opts *o, offload_report *r, char *err, size_t err_len)
+{
+	int ret = plan(o, r);
+	if (ret && err && err_len)
+		snprintf(err, err_len, "%s", r->err);
+	return ret;
+}
+
+static int put(char *buf, size_t len, size_t *at, const char *fmt, ...)
+        __attribute__((format(printf, 4, 5)));
 
 static int
 put(char *buf, size_t len, size_t *at, const char *fmt, ...)

@@ -29,7 +29,7 @@ typedef void *gpu_event;
 
 #include "offload_internal.h"
 
-#define SUBSYS "offload: swapper"
+#define SUBSYS     "offload: swapper"
 #define TAG_DIRECT (1ull << 63)
 
 typedef struct chunk {
@@ -51,15 +51,15 @@ typedef struct op {
 	offload_op kind;
 	offload_tier tier, src, dst;
 	uint64_t tag;
-	bool alloc_dst;        /* destination space was taken by this op */
-	bool drop_src;         /* evict: drop `tier` after success */
+	bool alloc_dst; /* destination space was taken by this op */
+	bool drop_src;  /* evict: drop `tier` after success */
 	int err;
-	gpu_event ev;          /* copy shape */
+	gpu_event ev; /* copy shape */
 	bool ev_pending;
-	unsigned reqs_left;    /* direct shape */
-	bool submit_pending;   /* direct shape: iosched was full */
+	unsigned reqs_left;  /* direct shape */
+	bool submit_pending; /* direct shape: iosched was full */
 	uint64_t npieces, next_piece, pieces_done;
-	unsigned active;       /* staged pieces holding a slot */
+	unsigned active; /* staged pieces holding a slot */
 } op;
 
 enum { SLOT_FREE = 0, SLOT_IO, SLOT_COPY };
@@ -118,14 +118,14 @@ gpu_copy(offload_swapper_t *sw, void *dst, const void *src, uint64_t len, bool h
 #ifdef ZINF_HAVE_CUDA
 	cudaStream_t s = h2d ? sw->h2d : sw->d2h;
 	cudaError_t e = cudaMemcpyAsync(dst, src, len,
-					h2d ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToHost, s);
+	                                h2d ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToHost, s);
 	if (e == cudaSuccess)
 		e = cudaEventRecord(ev, s);
 	if (e == cudaSuccess)
 		return 0;
 	(void)cudaGetLastError();
 	off_set_err(sw->err, SUBSYS, "%s copy of %llu bytes failed: %s (%s)", h2d ? "H2D" : "D2H",
-		    (unsigned long long)len, cudaGetErrorString(e), cudaGetErrorName(e));
+	            (unsigned long long)len, cudaGetErrorString(e), cudaGetErrorName(e));
 	return -EIO;
 #else
 	return -ENODEV;
@@ -144,7 +144,7 @@ gpu_event_done(offload_swapper_t *sw, gpu_event ev)
 		return 0;
 	(void)cudaGetLastError();
 	off_set_err(sw->err, SUBSYS, "copy failed: %s (%s)", cudaGetErrorString(e),
-		    cudaGetErrorName(e));
+	            cudaGetErrorName(e));
 	return -EIO;
 #else
 	return 1;
@@ -187,7 +187,7 @@ fail_create(offload_swapper_t *sw, int ret, char *err, size_t err_len)
 
 int
 offload_swapper_create(const offload_swapper_opts *opts, offload_swapper_t **out, char *err,
-		       size_t err_len)
+                       size_t err_len)
 {
 	*out = NULL;
 	offload_swapper_t *sw = calloc(1, sizeof(*sw));
@@ -197,10 +197,8 @@ offload_swapper_create(const offload_swapper_opts *opts, offload_swapper_t **out
 	const offload_swapper_opts *o = &sw->opts;
 	int ret;
 	offload_report plan;
-	if ((ret = offload_plan(o, &plan))) {
-		off_set_err(sw->err, SUBSYS, "%s", "invalid options: see the message above");
+	if ((ret = offload_plan(o, &plan, sw->err, sizeof(sw->err))))
 		return fail_create(sw, ret, err, err_len);
-	}
 	sw->chunks = calloc(o->max_chunks, sizeof(*sw->chunks));
 	sw->ops = calloc(o->max_ops, sizeof(*sw->ops));
 	sw->done_fifo = calloc(o->max_ops, sizeof(*sw->done_fifo));
@@ -214,7 +212,7 @@ offload_swapper_create(const offload_swapper_opts *opts, offload_swapper_t **out
 		char why[256];
 		if (!offload_gpu_probe(why, sizeof(why))) {
 			off_set_err(sw->err, SUBSYS, "gpu_budget is %llu but %s: set it to 0",
-				    (unsigned long long)o->gpu_budget, why);
+			            (unsigned long long)o->gpu_budget, why);
 			return fail_create(sw, -ENODEV, err, err_len);
 		}
 		offload_gpu_arena_opts go;
@@ -223,7 +221,7 @@ offload_swapper_create(const offload_swapper_opts *opts, offload_swapper_t **out
 		go.budget = o->gpu_budget;
 		if ((ret = offload_gpu_arena_create(&go, &sw->gpu))) {
 			off_set_err(sw->err, SUBSYS, "gpu arena of %llu bytes could not be created",
-				    (unsigned long long)o->gpu_budget);
+			            (unsigned long long)o->gpu_budget);
 			return fail_create(sw, ret, err, err_len);
 		}
 #ifdef ZINF_HAVE_CUDA
@@ -275,7 +273,7 @@ offload_swapper_create(const offload_swapper_opts *opts, offload_swapper_t **out
 			ret = offload_host_alloc(sw->host, o->buffer_size, &sw->slots[i].buf);
 			if (ret)
 				snprintf(sw->err, sizeof(sw->err), "staging slots: %s",
-					 offload_host_pool_last_error(sw->host));
+				         offload_host_pool_last_error(sw->host));
 			else if (gpu_event_create(&sw->slots[i].ev))
 				ret = -ENOMEM;
 			bufs[i] = sw->slots[i].buf;
@@ -455,9 +453,10 @@ tier_check(offload_swapper_t *sw, offload_tier t)
 	if ((unsigned)t >= OFFLOAD_TIER_COUNT)
 		return -EINVAL;
 	if (!offload_swapper_has_tier(sw, t)) {
-		off_set_err(sw->err, SUBSYS, "the %s tier is not configured%s", offload_tier_name(t),
-			    t == OFFLOAD_TIER_GPU ? " (gpu_budget 0 or no GPU)"
-						  : " (no nvme_path given)");
+		off_set_err(sw->err, SUBSYS, "the %s tier is not configured%s",
+		            offload_tier_name(t),
+		            t == OFFLOAD_TIER_GPU ? " (gpu_budget 0 or no GPU)"
+		                                  : " (no nvme_path given)");
 		return -ENODEV;
 	}
 	return 0;
@@ -475,21 +474,21 @@ take_space(offload_swapper_t *sw, chunk *c, offload_tier t, bool *took)
 			return 0;
 		if ((ret = offload_gpu_alloc(sw->gpu, c->size, &c->gpu)))
 			snprintf(sw->err, sizeof(sw->err), "chunk %s: %s", c->name,
-				 offload_gpu_arena_last_error(sw->gpu));
+			         offload_gpu_arena_last_error(sw->gpu));
 		break;
 	case OFFLOAD_TIER_HOST:
 		if (c->host)
 			return 0;
 		if ((ret = offload_host_alloc(sw->host, c->size, &c->host)))
 			snprintf(sw->err, sizeof(sw->err), "chunk %s: %s", c->name,
-				 offload_host_pool_last_error(sw->host));
+			         offload_host_pool_last_error(sw->host));
 		break;
 	case OFFLOAD_TIER_NVME:
 		if (c->ext.len)
 			return 0;
 		if ((ret = offload_nvme_alloc(sw->nvme, c->size, &c->ext)))
 			snprintf(sw->err, sizeof(sw->err), "chunk %s: %s", c->name,
-				 offload_nvme_last_error(sw->nvme));
+			         offload_nvme_last_error(sw->nvme));
 		break;
 	}
 	*took = !ret;
@@ -587,7 +586,7 @@ scratch_reserve(offload_swapper_t *sw, unsigned n)
  * failure; *nreqs gets the request count. */
 static int
 submit_io(offload_swapper_t *sw, chunk *c, unsigned iop, void *buf, uint64_t off, uint64_t len,
-	  uint64_t tag, unsigned *nreqs)
+          uint64_t tag, unsigned *nreqs)
 {
 	len = off_round_up(len, OFFLOAD_ALIGN);
 	unsigned max = offload_nvme_req_count(sw->nvme, off, len);
@@ -640,7 +639,8 @@ advance_direct(offload_swapper_t *sw, unsigned oi)
 	chunk *c = &sw->chunks[o->chunk];
 	if (o->submit_pending) {
 		unsigned iop = o->dst == OFFLOAD_TIER_NVME ? IOSCHED_OP_WRITE : IOSCHED_OP_READ;
-		int ret = submit_io(sw, c, iop, c->host, 0, c->size, TAG_DIRECT | oi, &o->reqs_left);
+		int ret =
+		        submit_io(sw, c, iop, c->host, 0, c->size, TAG_DIRECT | oi, &o->reqs_left);
 		if (ret == -EAGAIN)
 			return;
 		o->submit_pending = false;
@@ -687,8 +687,8 @@ advance_slot(offload_swapper_t *sw, unsigned si)
 	int ret;
 	if (s->state == SLOT_IO) {
 		if (s->submit_pending) {
-			ret = submit_io(sw, c, to_gpu ? IOSCHED_OP_READ : IOSCHED_OP_WRITE, s->buf, off,
-					len, si, &s->reqs_left);
+			ret = submit_io(sw, c, to_gpu ? IOSCHED_OP_READ : IOSCHED_OP_WRITE, s->buf,
+			                off, len, si, &s->reqs_left);
 			if (ret == -EAGAIN)
 				return;
 			s->submit_pending = false;
@@ -741,7 +741,7 @@ advance_staged(offload_swapper_t *sw, unsigned oi)
 		} else {
 			uint64_t off = s->piece * sw->opts.buffer_size;
 			uint64_t len = c->size - off < sw->opts.buffer_size ? c->size - off
-									  : sw->opts.buffer_size;
+			                                                    : sw->opts.buffer_size;
 			int ret = gpu_copy(sw, s->buf, (char *)c->gpu + off, len, false, s->ev);
 			if (ret) {
 				op_fail(sw, o, ret);
@@ -775,7 +775,8 @@ reap_io(offload_swapper_t *sw, int timeout_ms)
 		if (cpl[i].res < 0) {
 			char msg[OFF_ERR_LEN - 64];
 			iosched_cpl_describe(sw->ios, &cpl[i], msg, sizeof(msg));
-			off_set_err(sw->err, SUBSYS, "chunk %s: %s", sw->chunks[o->chunk].name, msg);
+			off_set_err(sw->err, SUBSYS, "chunk %s: %s", sw->chunks[o->chunk].name,
+			            msg);
 			op_fail(sw, o, (int)cpl[i].res);
 		}
 	}
@@ -806,16 +807,16 @@ static offload_tier
 pick_src(const chunk *c, offload_tier dst)
 {
 	static const offload_tier pref[OFFLOAD_TIER_COUNT][2] = {
-		[OFFLOAD_TIER_GPU] = {OFFLOAD_TIER_HOST, OFFLOAD_TIER_NVME},
-		[OFFLOAD_TIER_HOST] = {OFFLOAD_TIER_GPU, OFFLOAD_TIER_NVME},
-		[OFFLOAD_TIER_NVME] = {OFFLOAD_TIER_HOST, OFFLOAD_TIER_GPU},
+	        [OFFLOAD_TIER_GPU] = {OFFLOAD_TIER_HOST, OFFLOAD_TIER_NVME},
+	        [OFFLOAD_TIER_HOST] = {OFFLOAD_TIER_GPU, OFFLOAD_TIER_NVME},
+	        [OFFLOAD_TIER_NVME] = {OFFLOAD_TIER_HOST, OFFLOAD_TIER_GPU},
 	};
 	return c->valid & (1u << pref[dst][0]) ? pref[dst][0] : pref[dst][1];
 }
 
 static int
 start_op(offload_swapper_t *sw, int id, offload_op kind, offload_tier tier, offload_tier dst,
-	 bool drop_src, bool immediate, uint64_t tag)
+         bool drop_src, bool immediate, uint64_t tag)
 {
 	chunk *c = &sw->chunks[id];
 	unsigned oi;
@@ -858,7 +859,8 @@ start_op(offload_swapper_t *sw, int id, offload_op kind, offload_tier tier, offl
 	} else if (gpu_side) {
 		o->shape = SHAPE_COPY;
 		bool h2d = dst == OFFLOAD_TIER_GPU;
-		ret = gpu_copy(sw, h2d ? c->gpu : c->host, h2d ? c->host : c->gpu, c->size, h2d, o->ev);
+		ret = gpu_copy(sw, h2d ? c->gpu : c->host, h2d ? c->host : c->gpu, c->size, h2d,
+		               o->ev);
 		if (ret) {
 			op_fail(sw, o, ret);
 			finish_op(sw, oi);
@@ -907,9 +909,10 @@ offload_chunk_evict(offload_swapper_t *sw, int id, offload_tier tier, uint64_t t
 		return start_op(sw, id, OFFLOAD_OP_EVICT, tier, tier, false, true, tag);
 	}
 	if (c->valid & ~(1u << tier)) {
-		offload_tier other = (c->valid & (1u << OFFLOAD_TIER_HOST)) && tier != OFFLOAD_TIER_HOST
-					     ? OFFLOAD_TIER_HOST
-					     : pick_src(c, tier);
+		offload_tier other =
+		        (c->valid & (1u << OFFLOAD_TIER_HOST)) && tier != OFFLOAD_TIER_HOST
+		                ? OFFLOAD_TIER_HOST
+		                : pick_src(c, tier);
 		return start_op(sw, id, OFFLOAD_OP_EVICT, tier, other, true, false, tag);
 	}
 	offload_tier lower;
@@ -918,17 +921,17 @@ offload_chunk_evict(offload_swapper_t *sw, int id, offload_tier tier, uint64_t t
 	else if (tier != OFFLOAD_TIER_NVME && sw->nvme)
 		lower = OFFLOAD_TIER_NVME;
 	else {
-		off_set_err(sw->err, SUBSYS, "chunk %s: cannot evict its only copy from %s: no "
-					     "lower tier (give an nvme_path)",
-			    c->name, offload_tier_name(tier));
+		off_set_err(sw->err, SUBSYS,
+		            "chunk %s: cannot evict its only copy from %s: no "
+		            "lower tier (give an nvme_path)",
+		            c->name, offload_tier_name(tier));
 		return -ENOSPC;
 	}
 	return start_op(sw, id, OFFLOAD_OP_EVICT, tier, lower, true, false, tag);
 }
 
 int
-offload_poll(offload_swapper_t *sw, offload_event *out, unsigned max, unsigned min,
-	     int timeout_ms)
+offload_poll(offload_swapper_t *sw, offload_event *out, unsigned max, unsigned min, int timeout_ms)
 {
 	if (min > max || min > sw->outstanding)
 		return -EINVAL;
@@ -960,8 +963,11 @@ offload_poll(offload_swapper_t *sw, offload_event *out, unsigned max, unsigned m
 		sw->done_head = (sw->done_head + 1) % sw->opts.max_ops;
 		sw->done_count--;
 		op *o = &sw->ops[oi];
-		out[n++] = (offload_event){.chunk = o->chunk, .op = o->kind, .tier = o->tier,
-					   .res = o->err, .tag = o->tag};
+		out[n++] = (offload_event){.chunk = o->chunk,
+		                           .op = o->kind,
+		                           .tier = o->tier,
+		                           .res = o->err,
+		                           .tag = o->tag};
 		o->state = OP_FREE;
 		sw->outstanding--;
 	}
@@ -971,7 +977,7 @@ offload_poll(offload_swapper_t *sw, offload_event *out, unsigned max, unsigned m
 void
 offload_swapper_report(const offload_swapper_t *sw, offload_report *r)
 {
-	offload_plan(&sw->opts, r);
+	offload_plan(&sw->opts, r, NULL, 0);
 	r->present[OFFLOAD_TIER_GPU] = sw->gpu != NULL;
 	r->present[OFFLOAD_TIER_NVME] = sw->nvme != NULL;
 	if (sw->gpu)

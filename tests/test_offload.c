@@ -31,9 +31,11 @@ test_ranges(void)
 	off_ranges r;
 	uint64_t a, b, c, d;
 	T_CHECK(off_ranges_init(&r, 1 << 20) == 0, "init");
-	T_CHECK(off_ranges_alloc(&r, 4096, 4096, &a) == 0 && a == 0, "a=%llu", (unsigned long long)a);
+	T_CHECK(off_ranges_alloc(&r, 4096, 4096, &a) == 0 && a == 0, "a=%llu",
+	        (unsigned long long)a);
 	T_CHECK(off_ranges_alloc(&r, 100, 256, &b) == 0 && b == 4096, "b");
-	T_CHECK(off_ranges_alloc(&r, 8192, 4096, &c) == 0 && c == 8192, "c=%llu", (unsigned long long)c);
+	T_CHECK(off_ranges_alloc(&r, 8192, 4096, &c) == 0 && c == 8192, "c=%llu",
+	        (unsigned long long)c);
 	T_CHECK(off_ranges_alloc(&r, 2 << 20, 1, &d) == -ENOBUFS, "too big");
 	off_ranges_free(&r, b, 100);
 	off_ranges_free(&r, a, 4096);
@@ -82,8 +84,9 @@ roundtrip(const char *const *paths, unsigned npaths, uint64_t stripe, unsigned n
 			break;
 		for (int k = 0; k < n; k++) {
 			T_CHECK(ev[k].res == 0, "evict event %d: %s", ev[k].res,
-				offload_swapper_last_error(sw));
-			T_CHECK(ev[k].op == OFFLOAD_OP_EVICT && ev[k].tag == (uint64_t)ev[k].chunk, "tag");
+			        offload_swapper_last_error(sw));
+			T_CHECK(ev[k].op == OFFLOAD_OP_EVICT && ev[k].tag == (uint64_t)ev[k].chunk,
+			        "tag");
 		}
 		got += (unsigned)n;
 	}
@@ -111,7 +114,7 @@ roundtrip(const char *const *paths, unsigned npaths, uint64_t stripe, unsigned n
 		unsigned char *want = malloc(sizes[i]);
 		t_fill(want, sizes[i], 1000 + i);
 		T_CHECK(p && memcmp(p, want, sizes[i]) == 0, "chunk %u (%llu bytes) differs", i,
-			(unsigned long long)sizes[i]);
+		        (unsigned long long)sizes[i]);
 		free(want);
 	}
 	if (npaths > 1) {
@@ -127,7 +130,7 @@ roundtrip(const char *const *paths, unsigned npaths, uint64_t stripe, unsigned n
 		iosched_file_stats(ios, 0, &b0, &ops);
 		iosched_file_stats(ios, 1, &b1, &ops);
 		T_CHECK(b0 > 0 && b1 > 0, "both stripes used: %llu %llu", (unsigned long long)b0,
-			(unsigned long long)b1);
+		        (unsigned long long)b1);
 	}
 	offload_swapper_destroy(sw);
 }
@@ -175,14 +178,14 @@ test_stripe_small(void)
 		unsigned per_file[2] = {0, 0};
 		for (int i = 0; i < 16; i++) {
 			T_CHECK(offload_nvme_alloc(nv, 128 << 10, &e[i]) == 0, "alloc %d: %s", i,
-				offload_nvme_last_error(nv));
+			        offload_nvme_last_error(nv));
 			per_file[e[i].first]++;
 		}
 		T_CHECK(per_file[0] == 8 && per_file[1] == 8, "spread %u/%u", per_file[0],
-			per_file[1]);
+		        per_file[1]);
 		ret = offload_nvme_alloc(nv, 4096, &e[16]);
 		T_CHECK(ret == -ENOBUFS && strstr(offload_nvme_last_error(nv), "nvme tier full"),
-			"full: %d %s", ret, offload_nvme_last_error(nv));
+		        "full: %d %s", ret, offload_nvme_last_error(nv));
 		offload_nvme_free(nv, &e[3]);
 		T_CHECK(offload_nvme_alloc(nv, 128 << 10, &e[16]) == 0, "reuse after free");
 		offload_nvme_destroy(nv);
@@ -211,7 +214,8 @@ test_files_and_cleanup(void)
 	T_CHECK(!strcmp(path, want), "path %s, want %s", path, want);
 	struct stat st;
 	T_CHECK(stat(want, &st) == 0 && (st.st_mode & 0777) == 0600, "mode %o", st.st_mode & 0777);
-	T_CHECK((uint64_t)st.st_size >= o.nvme_capacity, "preallocated %lld", (long long)st.st_size);
+	T_CHECK((uint64_t)st.st_size >= o.nvme_capacity, "preallocated %lld",
+	        (long long)st.st_size);
 	/* A second store with the same run and rank is refused. */
 	offload_swapper_t *sw2;
 	char err[512];
@@ -246,8 +250,8 @@ test_path_errors(void)
 	o.nvme_capacity = 1ull << 60;
 	ret = offload_swapper_create(&o, &sw, err, sizeof(err));
 	T_CHECK(ret == -ENOSPC && strstr(err, "too little free space") && strstr(err, "needed") &&
-			strstr(err, "available") && strstr(err, g_dir),
-		"space: %d %s", ret, err);
+	                strstr(err, "available") && strstr(err, g_dir),
+	        "space: %d %s", ret, err);
 	T_CHECK(t_dir_entries(g_dir) == 0, "failed create left files");
 
 	/* Not writable: a read-only folder (root bypasses modes: then /proc/self, read-only). */
@@ -258,7 +262,7 @@ test_path_errors(void)
 	o.nvme_capacity = 1 << 20;
 	ret = offload_swapper_create(&o, &sw, err, sizeof(err));
 	T_CHECK((ret == -EACCES || ret == -EROFS || ret == -ENOSPC) && strstr(err, p[0]),
-		"not writable: %d %s", ret, err);
+	        "not writable: %d %s", ret, err);
 	if (ret != -ENOSPC)
 		T_CHECK(strstr(err, "not writable") != NULL, "message: %s", err);
 	rmdir(ro);
@@ -276,16 +280,17 @@ test_budgets(void)
 	T_CHECK(offload_swapper_create(&o, &sw, NULL, 0) == 0, "create");
 	if (!sw)
 		return;
-	int a = offload_chunk_create(sw, "a", 768 << 10), b = offload_chunk_create(sw, "b", 1536 << 10);
+	int a = offload_chunk_create(sw, "a", 768 << 10),
+	    b = offload_chunk_create(sw, "b", 1536 << 10);
 	void *pa, *pb;
 	T_CHECK(offload_chunk_alloc(sw, a, OFFLOAD_TIER_HOST, &pa) == 0, "a");
 	int ret = offload_chunk_alloc(sw, b, OFFLOAD_TIER_HOST, &pb);
 	const char *e = offload_swapper_last_error(sw);
 	T_CHECK(ret == -ENOBUFS, "over budget: %d", ret);
 	T_CHECK(strstr(e, "1572864 bytes) requested") && strstr(e, "786432 bytes) in use") &&
-			strstr(e, "2097152 bytes)") && strstr(e, "host budget") &&
-			strstr(e, "buffer_count"),
-		"message: %s", e);
+	                strstr(e, "2097152 bytes)") && strstr(e, "host budget") &&
+	                strstr(e, "buffer_count"),
+	        "message: %s", e);
 	/* NVMe full: 768 KiB + 1.5 MiB do not fit 2 MiB. */
 	memset(pa, 1, 768 << 10);
 	T_CHECK(t_evict(sw, a, OFFLOAD_TIER_HOST) == 0, "evict a");
@@ -295,7 +300,7 @@ test_budgets(void)
 	ret = offload_chunk_evict(sw, c, OFFLOAD_TIER_HOST, 0);
 	e = offload_swapper_last_error(sw);
 	T_CHECK(ret == -ENOBUFS && strstr(e, "nvme tier full") && strstr(e, "capacity"),
-		"nvme full: %d %s", ret, e);
+	        "nvme full: %d %s", ret, e);
 	offload_chunk_info ci;
 	offload_chunk_info_get(sw, c, &ci);
 	T_CHECK(ci.valid == 1u << OFFLOAD_TIER_HOST && !ci.busy, "c unchanged: %#x", ci.valid);
@@ -308,7 +313,8 @@ test_budgets(void)
 	char err[512];
 	if (!offload_gpu_probe(NULL, 0)) {
 		ret = offload_swapper_create(&o, &sw, err, sizeof(err));
-		T_CHECK(ret == -ENODEV && strstr(err, "no GPU tier"), "gpu absent: %d %s", ret, err);
+		T_CHECK(ret == -ENODEV && strstr(err, "no GPU tier"), "gpu absent: %d %s", ret,
+		        err);
 	}
 }
 
@@ -334,7 +340,7 @@ test_host_pool(void)
 		int ret = offload_host_alloc(p, 5000, &a);
 		const char *e = offload_host_pool_last_error(p);
 		T_CHECK(ret == -ENOMEM && strstr(e, "RLIMIT_MEMLOCK") && strstr(e, "ulimit -l"),
-			"memlock refused: %d %s", ret, e);
+		        "memlock refused: %d %s", ret, e);
 	}
 	offload_host_pool_destroy(p);
 
@@ -408,11 +414,11 @@ killed_child(int sig)
 	kill(pid, sig);
 	int status;
 	waitpid(pid, &status, 0);
-	T_CHECK(WIFSIGNALED(status) && WTERMSIG(status) == sig, "child died of signal %d (status %#x)",
-		sig, status);
+	T_CHECK(WIFSIGNALED(status) && WTERMSIG(status) == sig,
+	        "child died of signal %d (status %#x)", sig, status);
 	T_CHECK(stat(path, &st) != 0, "swap file %s left after signal %d", path, sig);
 	T_CHECK(t_dir_entries(g_dir) == 0, "%d entries left after signal %d", t_dir_entries(g_dir),
-		sig);
+	        sig);
 }
 
 static void
@@ -454,8 +460,10 @@ fault_case(unsigned ops, const char *what)
 			failed++;
 			T_CHECK(ret == -EIO, "%s: evict error %d", what, ret);
 			const char *e = offload_swapper_last_error(sw);
-			T_CHECK(strstr(e, "write of") && strstr(e, "offset"), "%s: message %s", what, e);
-			T_CHECK(ci.valid == 1u << OFFLOAD_TIER_HOST, "%s: residency %#x", what, ci.valid);
+			T_CHECK(strstr(e, "write of") && strstr(e, "offset"), "%s: message %s",
+			        what, e);
+			T_CHECK(ci.valid == 1u << OFFLOAD_TIER_HOST, "%s: residency %#x", what,
+			        ci.valid);
 			unsigned char *h = offload_chunk_ptr(sw, ids[i], OFFLOAD_TIER_HOST);
 			unsigned char *want = malloc(SZ);
 			t_fill(want, SZ, 77 + (uint64_t)i);
@@ -472,8 +480,9 @@ fault_case(unsigned ops, const char *what)
 			failed++;
 			T_CHECK(ret == -EIO, "%s: fetch error %d", what, ret);
 			T_CHECK(strstr(offload_swapper_last_error(sw), "read of"), "%s: message %s",
-				what, offload_swapper_last_error(sw));
-			T_CHECK(ci.valid == 1u << OFFLOAD_TIER_NVME, "%s: residency %#x", what, ci.valid);
+			        what, offload_swapper_last_error(sw));
+			T_CHECK(ci.valid == 1u << OFFLOAD_TIER_NVME, "%s: residency %#x", what,
+			        ci.valid);
 			T_CHECK(t_fetch(sw, ids[i], OFFLOAD_TIER_HOST) == 0, "retry fetch");
 		}
 		unsigned char *h = offload_chunk_ptr(sw, ids[i], OFFLOAD_TIER_HOST);
@@ -565,7 +574,7 @@ fake_now(void *ctx)
 /* Runs an order; compute_ns of fake time per acquired position. */
 static void
 run_fake(const int *order, unsigned n, const uint64_t *sizes, uint64_t budget, unsigned inflight,
-	 uint64_t latency, uint64_t compute, bool pump, offload_prefetch_stats *st, fake *f)
+         uint64_t latency, uint64_t compute, bool pump, offload_prefetch_stats *st, fake *f)
 {
 	memset(f, 0, sizeof(*f));
 	f->latency = latency;
@@ -585,7 +594,7 @@ run_fake(const int *order, unsigned n, const uint64_t *sizes, uint64_t budget, u
 	for (unsigned i = 0; i < n; i++) {
 		int chunk, pos = offload_prefetch_acquire(pf, &chunk);
 		T_CHECK(pos == (int)i && chunk == order[i], "acquire %u: pos %d chunk %d", i, pos,
-			chunk);
+		        chunk);
 		f->now += compute;
 		T_CHECK(offload_prefetch_release(pf, pos) == 0, "release");
 	}
@@ -610,7 +619,7 @@ test_prefetch_fake(void)
 	T_CHECK_EQ_I64(st.stall_ns, 10);
 	T_CHECK_EQ_I64(st.fetches, 8);
 	T_CHECK(st.peak_bytes <= 300 && f.budget_seen <= 300, "budget: %llu",
-		(unsigned long long)f.budget_seen);
+	        (unsigned long long)f.budget_seen);
 	T_CHECK_EQ_I64(st.peak_inflight, 3);
 	for (unsigned i = 0; i < 8; i++)
 		T_CHECK(f.fetched[i] == order[i], "fetch order %u: %d", i, f.fetched[i]);
@@ -695,18 +704,19 @@ test_prefetch_swapper(void)
 	offload_prefetch_stats st;
 	offload_prefetch_get_stats(pf, &st);
 	T_CHECK(st.hits + st.stalls + st.misses == 2 * N, "accounting %llu+%llu+%llu",
-		(unsigned long long)st.hits, (unsigned long long)st.stalls,
-		(unsigned long long)st.misses);
+	        (unsigned long long)st.hits, (unsigned long long)st.stalls,
+	        (unsigned long long)st.misses);
 	T_CHECK(st.peak_bytes <= po.byte_budget, "peak %llu", (unsigned long long)st.peak_bytes);
 	offload_prefetch_destroy(pf);
 	offload_prefetch_swapper_backend_free(&be);
 	offload_report rep;
 	offload_swapper_report(sw, &rep);
 	T_CHECK(rep.usage[OFFLOAD_TIER_HOST].peak <= po.byte_budget + 4096 * N, "host peak %llu",
-		(unsigned long long)rep.usage[OFFLOAD_TIER_HOST].peak);
+	        (unsigned long long)rep.usage[OFFLOAD_TIER_HOST].peak);
 	char buf[1024];
 	offload_report_format(&rep, buf, sizeof(buf));
-	T_CHECK(strstr(buf, "nvme") && strstr(buf, "host") && strstr(buf, "peak"), "report %s", buf);
+	T_CHECK(strstr(buf, "nvme") && strstr(buf, "host") && strstr(buf, "peak"), "report %s",
+	        buf);
 	offload_swapper_destroy(sw);
 }
 
@@ -721,30 +731,39 @@ test_plan(void)
 	o.nvme_path_count = 1;
 	o.nvme_capacity = 1ull << 40;
 	offload_report r;
-	T_CHECK(offload_plan(&o, &r) == 0, "plan");
+	T_CHECK(offload_plan(&o, &r, NULL, 0) == 0, "plan");
 	T_CHECK(r.planned[OFFLOAD_TIER_NVME] == 1ull << 40 && r.staging_bytes == 4 * (16 << 20),
-		"planned");
+	        "planned");
 	o.host_budget = 1 << 20;
-	T_CHECK(offload_plan(&o, &r) == -EINVAL, "staging over host budget");
+	char err[512];
+	T_CHECK(offload_plan(&o, &r, err, sizeof(err)) == -EINVAL &&
+	                strstr(err, "buffer_count 4") && strstr(err, "host budget"),
+	        "staging over host budget: %s", err);
+	char buf[1024];
+	o.host_budget = 1 << 30;
+	offload_plan(&o, &r, NULL, 0);
+	offload_report_format(&r, buf, sizeof(buf));
+	T_CHECK(strstr(buf, "1099511627776") && strstr(buf, "staging 67108864"), "plan text: %s",
+	        buf);
 }
 
 static const struct {
 	const char *name;
 	void (*fn)(void);
 } cases[] = {
-	{"ranges", test_ranges},
-	{"roundtrip", test_roundtrip},
-	{"stripe", test_stripe},
-	{"stripe_small", test_stripe_small},
-	{"files", test_files_and_cleanup},
-	{"path_errors", test_path_errors},
-	{"budgets", test_budgets},
-	{"host_pool", test_host_pool},
-	{"signal", test_signal},
-	{"fault", test_fault},
-	{"prefetch_fake", test_prefetch_fake},
-	{"prefetch_swapper", test_prefetch_swapper},
-	{"plan", test_plan},
+        {"ranges", test_ranges},
+        {"roundtrip", test_roundtrip},
+        {"stripe", test_stripe},
+        {"stripe_small", test_stripe_small},
+        {"files", test_files_and_cleanup},
+        {"path_errors", test_path_errors},
+        {"budgets", test_budgets},
+        {"host_pool", test_host_pool},
+        {"signal", test_signal},
+        {"fault", test_fault},
+        {"prefetch_fake", test_prefetch_fake},
+        {"prefetch_swapper", test_prefetch_swapper},
+        {"plan", test_plan},
 };
 
 int

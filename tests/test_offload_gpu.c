@@ -58,19 +58,20 @@ main(void)
 		t_fill(h, sizes[i], 900 + (uint64_t)i);
 		/* host -> gpu */
 		T_CHECK(t_fetch(sw, ids[i], OFFLOAD_TIER_GPU) == 0, "host->gpu %d: %s", i,
-			offload_swapper_last_error(sw));
-		check_gpu(offload_chunk_ptr(sw, ids[i], OFFLOAD_TIER_GPU), sizes[i], 900 + (uint64_t)i,
-			  "host->gpu");
+		        offload_swapper_last_error(sw));
+		check_gpu(offload_chunk_ptr(sw, ids[i], OFFLOAD_TIER_GPU), sizes[i],
+		          900 + (uint64_t)i, "host->gpu");
 		/* only on the GPU now, then gpu -> nvme (staged) */
 		T_CHECK(offload_chunk_drop(sw, ids[i], OFFLOAD_TIER_HOST) == 0, "drop host");
 		T_CHECK(t_fetch(sw, ids[i], OFFLOAD_TIER_NVME) == 0, "gpu->nvme %d: %s", i,
-			offload_swapper_last_error(sw));
+		        offload_swapper_last_error(sw));
 		T_CHECK(offload_chunk_drop(sw, ids[i], OFFLOAD_TIER_GPU) == 0, "drop gpu");
 	}
 	printf("gpu: host->gpu, gpu->nvme (staged): done\n");
 	/* nvme -> gpu (staged), all in flight together, then gpu -> host */
 	for (int i = 0; i < N; i++)
-		T_CHECK(offload_chunk_fetch(sw, ids[i], OFFLOAD_TIER_GPU, (uint64_t)i) == 0, "fetch");
+		T_CHECK(offload_chunk_fetch(sw, ids[i], OFFLOAD_TIER_GPU, (uint64_t)i) == 0,
+		        "fetch");
 	offload_event ev[N];
 	int got = 0;
 	while (got < N) {
@@ -79,13 +80,13 @@ main(void)
 			break;
 		for (int k = 0; k < n; k++)
 			T_CHECK(ev[k].res == 0, "nvme->gpu event %d: %s", ev[k].res,
-				offload_swapper_last_error(sw));
+			        offload_swapper_last_error(sw));
 		got += n;
 	}
 	T_CHECK_EQ_I64(got, N);
 	for (int i = 0; i < N; i++) {
-		check_gpu(offload_chunk_ptr(sw, ids[i], OFFLOAD_TIER_GPU), sizes[i], 900 + (uint64_t)i,
-			  "nvme->gpu");
+		check_gpu(offload_chunk_ptr(sw, ids[i], OFFLOAD_TIER_GPU), sizes[i],
+		          900 + (uint64_t)i, "nvme->gpu");
 		T_CHECK(offload_chunk_drop(sw, ids[i], OFFLOAD_TIER_NVME) == 0, "drop nvme");
 		T_CHECK(t_evict(sw, ids[i], OFFLOAD_TIER_GPU) == 0, "gpu->host evict");
 		unsigned char *h = offload_chunk_ptr(sw, ids[i], OFFLOAD_TIER_HOST);
@@ -101,7 +102,7 @@ main(void)
 	offload_report rep;
 	offload_swapper_report(sw, &rep);
 	T_CHECK(rep.host_mode == OFFLOAD_HOST_PINNED_CUDA, "host mode %s",
-		offload_host_mode_name(rep.host_mode));
+	        offload_host_mode_name(rep.host_mode));
 	char buf[1024];
 	offload_report_format(&rep, buf, sizeof(buf));
 	printf("%s", buf);
@@ -117,8 +118,8 @@ main(void)
 	ret = offload_gpu_alloc(a, 512 << 10, &p2);
 	const char *e = offload_gpu_arena_last_error(a);
 	T_CHECK(ret == -ENOBUFS && strstr(e, "gpu tier") && strstr(e, "524288 bytes) requested") &&
-			strstr(e, "free"),
-		"arena oom: %d %s", ret, e);
+	                strstr(e, "free"),
+	        "arena oom: %d %s", ret, e);
 	offload_gpu_free(a, p1);
 	T_CHECK(offload_gpu_alloc(a, 1 << 20, &p2) == 0, "after free");
 	offload_gpu_arena_destroy(a);

@@ -15,7 +15,7 @@
 extern "C" {
 #endif
 
-#define OFFLOAD_CLEANUP_MAX 256
+#define OFFLOAD_CLEANUP_MAX      256
 #define OFFLOAD_CLEANUP_PATH_MAX 4096
 
 /* Returns a slot >= 0; -ENAMETOOLONG; -ENOSPC when the table is full; -errno from sigaction. */

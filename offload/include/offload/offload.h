@@ -39,7 +39,7 @@ typedef enum offload_tier {
 	OFFLOAD_TIER_NVME = 2,
 } offload_tier;
 #define OFFLOAD_TIER_COUNT 3
-#define OFFLOAD_ALIGN 4096u /* host buffers and NVMe extents */
+#define OFFLOAD_ALIGN      4096u /* host buffers and NVMe extents */
 
 const char *offload_tier_name(offload_tier t); /* "gpu", "host", "nvme" */
 
@@ -69,7 +69,7 @@ typedef struct offload_host_pool_opts {
 	uint64_t budget;     /* bytes; required (> 0); knob: host budget / buffer_count x size */
 	bool pin_memory;     /* default true (DeepSpeed pin_memory) */
 	bool allow_unpinned; /* page-locking refused by RLIMIT_MEMLOCK: use pageable and warn
-			      * (default false: the allocation fails with the ulimit hint) */
+	                      * (default false: the allocation fails with the ulimit hint) */
 	/* Tests: replaces mlock(2); returns 0 or -errno. NULL: mlock. */
 	int (*lock_hook)(void *addr, size_t len);
 } offload_host_pool_opts;
@@ -135,7 +135,7 @@ void offload_nvme_opts_init(offload_nvme_opts *opts);
  * O_EXCL) and preallocates them, and opens them on `ios` (which must outlive the store).
  * On failure nothing is left behind and `err` (may be NULL) holds the message. */
 int offload_nvme_create(const offload_nvme_opts *opts, iosched_t *ios, offload_nvme_t **out,
-			char *err, size_t err_len);
+                        char *err, size_t err_len);
 /* Closes and removes the files and the folders it created (the run folder only if empty). */
 void offload_nvme_destroy(offload_nvme_t *s);
 
@@ -152,9 +152,8 @@ void offload_nvme_free(offload_nvme_t *s, const offload_nvme_extent *e);
 /* Fills iosched requests for bytes [off, off+len) of the extent with `buf` holding those bytes;
  * off and len multiples of 4 KiB, within e->len. Returns how many (<= max) or -E2BIG when more
  * than `max` are needed. Use offload_nvme_req_count() to size the array. */
-int offload_nvme_reqs(const offload_nvme_t *s, const offload_nvme_extent *e, unsigned op,
-		      void *buf, uint64_t off, uint64_t len, uint64_t tag, iosched_req *reqs,
-		      unsigned max);
+int offload_nvme_reqs(const offload_nvme_t *s, const offload_nvme_extent *e, unsigned op, void *buf,
+                      uint64_t off, uint64_t len, uint64_t tag, iosched_req *reqs, unsigned max);
 unsigned offload_nvme_req_count(const offload_nvme_t *s, uint64_t off, uint64_t len);
 unsigned offload_nvme_file_count(const offload_nvme_t *s);
 const char *offload_nvme_file_path(const offload_nvme_t *s, unsigned i);
@@ -168,31 +167,31 @@ const char *offload_nvme_last_error(const offload_nvme_t *s);
 typedef struct offload_swapper offload_swapper_t;
 
 typedef struct offload_swapper_opts {
-	uint64_t host_budget;   /* chunk copies + staging slots; default 1 GiB */
-	uint64_t gpu_budget;    /* 0 (default): no GPU tier */
+	uint64_t host_budget; /* chunk copies + staging slots; default 1 GiB */
+	uint64_t gpu_budget;  /* 0 (default): no GPU tier */
 	int gpu_device;
-	unsigned buffer_count;  /* staging slots for NVMe <-> GPU, default 4 */
-	uint64_t buffer_size;   /* bytes per slot, multiple of 4 KiB, default 16 MiB */
-	bool pin_memory;        /* default true */
-	bool allow_unpinned;    /* see offload_host_pool_opts */
+	unsigned buffer_count;         /* staging slots for NVMe <-> GPU, default 4 */
+	uint64_t buffer_size;          /* bytes per slot, multiple of 4 KiB, default 16 MiB */
+	bool pin_memory;               /* default true */
+	bool allow_unpinned;           /* see offload_host_pool_opts */
 	const char *const *nvme_paths; /* NULL / 0: no NVMe tier */
 	unsigned nvme_path_count;
 	uint64_t nvme_capacity;
-	uint64_t stripe_size;   /* 0: offload_nvme_opts default */
+	uint64_t stripe_size; /* 0: offload_nvme_opts default */
 	const char *run_id;
 	unsigned rank;
 	bool nvme_buffered;
-	bool signal_cleanup;    /* default true */
-	unsigned max_chunks;    /* default 65536 */
-	unsigned max_ops;       /* operations in flight, default 256 */
-	iosched_opts aio;       /* iosched_opts_init() defaults; .fault for tests */
+	bool signal_cleanup; /* default true */
+	unsigned max_chunks; /* default 65536 */
+	unsigned max_ops;    /* operations in flight, default 256 */
+	iosched_opts aio;    /* iosched_opts_init() defaults; .fault for tests */
 } offload_swapper_opts;
 
 void offload_swapper_opts_init(offload_swapper_opts *opts);
 /* Creates the tiers the options ask for. -ENODEV: gpu_budget > 0 without a usable GPU;
  * the tiers' own errors otherwise. On failure `err` (may be NULL) holds the message. */
-int offload_swapper_create(const offload_swapper_opts *opts, offload_swapper_t **out,
-			   char *err, size_t err_len);
+int offload_swapper_create(const offload_swapper_opts *opts, offload_swapper_t **out, char *err,
+                           size_t err_len);
 /* Waits for operations in flight, then frees every tier (swap files are removed). */
 void offload_swapper_destroy(offload_swapper_t *sw);
 bool offload_swapper_has_tier(const offload_swapper_t *sw, offload_tier t);
@@ -257,23 +256,24 @@ typedef struct offload_event {
  * available or timeout_ms passes (-1 forever, 0 poll). Returns the count or -EINVAL (min > max
  * or min > operations outstanding). */
 int offload_poll(offload_swapper_t *sw, offload_event *out, unsigned max, unsigned min,
-		 int timeout_ms);
+                 int timeout_ms);
 unsigned offload_outstanding(const offload_swapper_t *sw);
 
 /* ---- memory report (report.c) ---- */
 
 typedef struct offload_report {
 	bool present[OFFLOAD_TIER_COUNT];
-	uint64_t planned[OFFLOAD_TIER_COUNT]; /* budget the options ask for */
+	uint64_t planned[OFFLOAD_TIER_COUNT];         /* budget the options ask for */
 	offload_tier_usage usage[OFFLOAD_TIER_COUNT]; /* zeros when made by offload_plan */
 	offload_host_mode host_mode;
 	uint64_t staging_bytes; /* buffer_count x buffer_size, part of planned[HOST] */
 	unsigned nvme_paths;
+	char err[512]; /* offload_plan's message when it fails */
 } offload_report;
 
 /* The plan for `opts`, before anything is allocated. -EINVAL when the options are
- * inconsistent (staging larger than the host budget, ...). */
-int offload_plan(const offload_swapper_opts *opts, offload_report *out);
+ * inconsistent (staging larger than the host budget, ...); `err` (may be NULL) says which. */
+int offload_plan(const offload_swapper_opts *opts, offload_report *out, char *err, size_t err_len);
 void offload_swapper_report(const offload_swapper_t *sw, offload_report *out);
 /* Multi-line table: tier, present, planned, in use, peak. Returns chars written (like
  * snprintf, may exceed len). */

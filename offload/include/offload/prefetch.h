@@ -43,18 +43,18 @@ typedef struct offload_prefetch_backend {
 } offload_prefetch_backend;
 
 typedef struct offload_prefetch_opts {
-	const int *order;       /* chunk ids in access order (copied) */
-	const uint64_t *sizes;  /* bytes per chunk id, indexed by id, for ids in order (copied) */
-	unsigned n;             /* positions */
-	uint64_t byte_budget;   /* e.g. stage3_prefetch_bucket_size; required */
-	unsigned max_inflight;  /* fetches in flight, default 4 (buffer_count) */
+	const int *order;      /* chunk ids in access order (copied) */
+	const uint64_t *sizes; /* bytes per chunk id, indexed by id, for ids in order (copied) */
+	unsigned n;            /* positions */
+	uint64_t byte_budget;  /* e.g. stage3_prefetch_bucket_size; required */
+	unsigned max_inflight; /* fetches in flight, default 4 (buffer_count) */
 } offload_prefetch_opts;
 
 typedef struct offload_prefetch_stats {
 	uint64_t hits, stalls, misses;
-	uint64_t stall_ns;     /* time acquire() waited, stalls and misses together */
-	uint64_t fetches;      /* backend fetches issued */
-	uint64_t peak_bytes;   /* most bytes held at once */
+	uint64_t stall_ns;   /* time acquire() waited, stalls and misses together */
+	uint64_t fetches;    /* backend fetches issued */
+	uint64_t peak_bytes; /* most bytes held at once */
 	unsigned peak_inflight;
 } offload_prefetch_stats;
 
@@ -62,7 +62,7 @@ void offload_prefetch_opts_init(offload_prefetch_opts *opts);
 /* -EINVAL: empty order, bad id, or a chunk larger than byte_budget (message logged naming it
  * and the knob). The backend struct is copied. */
 int offload_prefetch_create(const offload_prefetch_opts *opts, const offload_prefetch_backend *be,
-			    offload_prefetch_t **out);
+                            offload_prefetch_t **out);
 void offload_prefetch_destroy(offload_prefetch_t *pf);
 /* Issues what the budget allows (call after create to start early; acquire calls it too). */
 int offload_prefetch_pump(offload_prefetch_t *pf);
@@ -78,7 +78,7 @@ void offload_prefetch_get_stats(const offload_prefetch_t *pf, offload_prefetch_s
  * (or evict it when it is the only one). `ctx_out` must be freed with
  * offload_prefetch_swapper_backend_free after the prefetcher is destroyed. */
 int offload_prefetch_swapper_backend(offload_swapper_t *sw, offload_tier tier,
-				     offload_prefetch_backend *out);
+                                     offload_prefetch_backend *out);
 void offload_prefetch_swapper_backend_free(offload_prefetch_backend *be);
 
 #ifdef __cplusplus

@@ -105,6 +105,19 @@ check_path(offload_nvme_t *s, const char *path, uint64_t need)
 	return 0;
 }
 
+/* Registers `path` for removal on SIGINT/SIGTERM; says so when it cannot. */
+static int
+track(const char *path, bool is_dir)
+{
+	int slot = offload_cleanup_add(path, is_dir);
+	if (slot < 0)
+		zinf_log(ZINF_LOG_WARN, SUBSYS,
+		         "%s will not be removed on SIGINT/SIGTERM: cleanup table: %s (at most %d "
+		         "paths per process)",
+		         path, strerror(-slot), OFFLOAD_CLEANUP_MAX);
+	return slot;
+}
+
 static int
 make_dir(offload_nvme_t *s, const char *dir, bool exist_ok, bool *made, int *slot)
 {
@@ -127,7 +140,7 @@ make_dir(offload_nvme_t *s, const char *dir, bool exist_ok, bool *made, int *slo
 	}
 	*made = true;
 	if (s->opts.signal_cleanup)
-		*slot = offload_cleanup_add(dir, true);
+		*slot = track(dir, true);
 	return 0;
 }
 
@@ -159,7 +172,7 @@ make_file(offload_nvme_t *s, nvme_file *f, unsigned i)
 	}
 	f->made_file = true;
 	if (s->opts.signal_cleanup)
-		f->slot_file = offload_cleanup_add(f->path, false);
+		f->slot_file = track(f->path, false);
 	ret = 0;
 	if (fallocate(fd, 0, 0, (off_t)s->per_file)) {
 		int e = errno;

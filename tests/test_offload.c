@@ -119,7 +119,6 @@ roundtrip(const char *const *paths, unsigned npaths, uint64_t stripe, unsigned n
 	}
 	if (npaths > 1) {
 		iosched_t *ios = offload_swapper_iosched(sw);
-		(void)ios;
 		offload_nvme_t *nv = offload_swapper_nvme(sw);
 		for (unsigned f = 0; f < npaths; f++) {
 			struct stat st;

@@ -54,11 +54,4 @@ t_dir_entries(const char *path)
 	return n;
 }
 
-static inline void
-t_rmtree1(const char *dir)
-{
-	/* test folders are flat after the code under test cleaned up */
-	rmdir(dir);
-}
-
 #endif

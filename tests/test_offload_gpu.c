@@ -1,6 +1,7 @@
 /* offload tests that need a CUDA device (exit 77 without one): every tier pair through the
  * swapper with byte-exact checks (host <-> GPU, NVMe -> GPU and GPU -> NVMe through the staging
- * slots, chunks larger than buffer_size and of random sizes), and the GPU arena's budget error.
+ * slots, chunks larger than buffer_size and of random sizes), injected I/O errors on the staged
+ * paths (residency, data and space left as before), and the GPU arena's budget error.
  * Prints one line per case. */
 #include "test_offload_common.h"
 
@@ -107,6 +108,65 @@ main(void)
 	offload_report_format(&rep, buf, sizeof(buf));
 	printf("%s", buf);
 	offload_swapper_destroy(sw);
+
+	/* Injected read error during NVMe -> GPU (staged) and write error during GPU -> NVMe: the
+	 * failing chunk keeps its residency and data, the GPU/NVMe space it took is released. */
+	for (int w = 0; w < 2; w++) {
+		iosched_fault fault = {
+		        .nth = 3, .err = EIO, .ops = w ? IOSCHED_OP_WRITE : IOSCHED_OP_READ};
+		o.aio.fault = &fault;
+		o.aio.block_size = 256 << 10;
+		T_CHECK(offload_swapper_create(&o, &sw, err, sizeof(err)) == 0, "create: %s", err);
+		if (!sw)
+			break;
+		enum { M = 6, SZ = 3 << 20 };
+		int fid[M], failures = 0;
+		for (int i = 0; i < M; i++) {
+			fid[i] = offload_chunk_create(sw, "f", SZ);
+			void *p;
+			offload_chunk_alloc(sw, fid[i], w ? OFFLOAD_TIER_GPU : OFFLOAD_TIER_HOST,
+			                    &p);
+			if (w) {
+				unsigned char *tmp = malloc(SZ);
+				t_fill(tmp, SZ, 300 + (uint64_t)i);
+				cudaMemcpy(p, tmp, SZ, cudaMemcpyHostToDevice);
+				free(tmp);
+			} else {
+				t_fill(p, SZ, 300 + (uint64_t)i);
+				T_CHECK(t_evict(sw, fid[i], OFFLOAD_TIER_HOST) == 0, "to nvme");
+			}
+		}
+		for (int i = 0; i < M; i++) {
+			offload_tier dst = w ? OFFLOAD_TIER_NVME : OFFLOAD_TIER_GPU;
+			unsigned was = w ? 1u << OFFLOAD_TIER_GPU : 1u << OFFLOAD_TIER_NVME;
+			offload_report r0, r1;
+			offload_swapper_report(sw, &r0);
+			ret = t_fetch(sw, fid[i], dst);
+			offload_chunk_info ci;
+			offload_chunk_info_get(sw, fid[i], &ci);
+			if (ret) {
+				failures++;
+				offload_swapper_report(sw, &r1);
+				T_CHECK(ret == -EIO, "fault %d: %d", w, ret);
+				T_CHECK(ci.valid == was, "fault %d: residency %#x", w, ci.valid);
+				T_CHECK(r1.usage[dst].in_use == r0.usage[dst].in_use,
+				        "fault %d: space not released", w);
+				T_CHECK(t_fetch(sw, fid[i], dst) == 0, "retry: %s",
+				        offload_swapper_last_error(sw));
+			}
+			if (w) {
+				T_CHECK(offload_chunk_drop(sw, fid[i], OFFLOAD_TIER_GPU) == 0,
+				        "drop");
+				T_CHECK(t_fetch(sw, fid[i], OFFLOAD_TIER_GPU) == 0, "back");
+			}
+			check_gpu(offload_chunk_ptr(sw, fid[i], OFFLOAD_TIER_GPU), SZ,
+			          300 + (uint64_t)i, w ? "after write fault" : "after read fault");
+		}
+		T_CHECK_EQ_I64(failures, 1);
+		offload_swapper_destroy(sw);
+		printf("gpu: injected %s error: handled\n", w ? "write" : "read");
+	}
+	o.aio.fault = NULL;
 
 	offload_gpu_arena_opts ao;
 	offload_gpu_arena_opts_init(&ao);

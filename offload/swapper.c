@@ -686,6 +686,11 @@ advance_slot(offload_swapper_t *sw, unsigned si)
 	uint64_t len = c->size - off < sw->opts.buffer_size ? c->size - off : sw->opts.buffer_size;
 	int ret;
 	if (s->state == SLOT_IO) {
+		if (s->submit_pending && o->err) { /* the op already failed: don't start more I/O */
+			s->submit_pending = false;
+			slot_release(sw, s, false);
+			return;
+		}
 		if (s->submit_pending) {
 			ret = submit_io(sw, c, to_gpu ? IOSCHED_OP_READ : IOSCHED_OP_WRITE, s->buf,
 			                off, len, si, &s->reqs_left);

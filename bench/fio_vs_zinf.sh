@@ -23,7 +23,8 @@
 # file for reads before its clock starts, zinf writes its pattern before its clock starts.
 # fio's CPU time is (usr_cpu + sys_cpu)% x job_runtime; zinf's is getrusage user+sys of the
 # process over its timed phase. "in flight" is the average number of requests in the kernel
-# (Little's law: IOPS x mean latency); below QD means the tool leaves slots idle.
+# (Little's law: IOPS x mean latency); below QD means the tool leaves slots idle. "per-run
+# ratios" is the range of zinf/fio within each fio+zinf pair: how noisy the disk is.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -170,10 +171,11 @@ python3 - "$results" "$md" "$machine" "$(date)" "$cmdline" "$dir ($dev, $fstype)
 	"$("$FIO" --version)" "$("$ZINF" --version)" "$size" "$bs" "$runs" <<'EOF'
 import statistics, sys
 res, md, machine, date, cmd, where, fiov, zinfv, size, bs, runs = sys.argv[1:12]
-rows = {}
+rows, pairs = {}, {}
 for line in open(res):
     tool, b, rw, qd, run, gbps, cpu, infl = line.split()
     rows.setdefault((b, rw, int(qd)), {}).setdefault(tool, []).append((float(gbps), float(cpu), float(infl)))
+    pairs.setdefault((b, rw, int(qd), int(run)), {})[tool] = float(gbps)
 order = {"io_uring": 0, "libaio": 1, "psync": 2}
 table = []
 for (b, rw, qd) in sorted(rows, key=lambda k: (order[k[0]], k[1], k[2])):
@@ -181,15 +183,17 @@ for (b, rw, qd) in sorted(rows, key=lambda k: (order[k[0]], k[1], k[2])):
     def med(tool, i):
         return statistics.median(v[i] for v in r[tool]) if tool in r else None
     fg, fc, zg, zc = med("fio", 0), med("fio", 1), med("zinf", 0), med("zinf", 1)
-    table.append((b, rw, qd, fg, zg, zg / fg if fg else None, fc, zc, med("fio", 2), med("zinf", 2)))
-hdr = ("backend", "rw", "QD", "fio GB/s", "zinf GB/s", "zinf/fio", "fio CPU s/GB", "zinf CPU s/GB",
-       "fio in flight", "zinf in flight")
+    pr = [p["zinf"] / p["fio"] for k, p in pairs.items() if k[:3] == (b, rw, qd) and "fio" in p and "zinf" in p]
+    spread = "%.2f-%.2f" % (min(pr), max(pr)) if pr else "-"
+    table.append((b, rw, qd, fg, zg, zg / fg if fg else None, spread, fc, zc, med("fio", 2), med("zinf", 2)))
+hdr = ("backend", "rw", "QD", "fio GB/s", "zinf GB/s", "zinf/fio", "per-run ratios", "fio CPU s/GB",
+       "zinf CPU s/GB", "fio in flight", "zinf in flight")
 def f(v, p=3):
     return "-" if v is None else ("%.*f" % (p, v) if isinstance(v, float) else str(v))
 def cells(t):
-    return [t[0], t[1], str(t[2]), f(t[3]), f(t[4]), f(t[5], 2) + ("x" if t[5] else ""), f(t[6], 4), f(t[7], 4),
-            f(t[8], 1), f(t[9], 1)]
-fmt = "%-9s %-6s %4s %9s %10s %9s %13s %14s %14s %15s"
+    return [t[0], t[1], str(t[2]), f(t[3]), f(t[4]), f(t[5], 2) + ("x" if t[5] else ""), t[6], f(t[7], 4),
+            f(t[8], 4), f(t[9], 1), f(t[10], 1)]
+fmt = "%-9s %-6s %4s %9s %10s %9s %15s %13s %14s %14s %15s"
 print(fmt % hdr)
 for t in table:
     print(fmt % tuple(cells(t)))

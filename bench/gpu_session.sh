@@ -31,9 +31,7 @@ tests)
 	for s in common io_uring libaio psync enospc; do run "iosched_$s" "$B/tests/test_iosched" "$s"; done
 	run kernels_cpu "$B/tests/test_kernels_cpu"
 	run kernels_gpu "$B/tests/test_kernels_gpu"
-	for s in ranges roundtrip stripe files path_errors budgets host_pool signal fault prefetch_fake prefetch_swapper plan; do
-		run "offload_$s" "$B/tests/test_offload" "$s"
-	done
+	run offload_cpu "$B/tests/test_offload"
 	run offload_gpu "$B/tests/test_offload_gpu"
 	step "compute-sanitizer"
 	for t in kernels_gpu offload_gpu; do

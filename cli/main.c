@@ -16,12 +16,8 @@ typedef struct subcommand {
 
 static const subcommand bench_subjects[] = {
 	{"io", zinf_bench_io_main, "NVMe/file throughput through iosched (compare with fio)"},
-#ifdef ZINF_HAVE_BENCH_ADAM
 	{"adam", zinf_bench_adam_main, "fused Adam/AdamW step throughput on GPU or CPU"},
-#endif
-#ifdef ZINF_HAVE_BENCH_SWAP
 	{"swap", zinf_bench_swap_main, "NVMe -> pinned -> GPU swapping through offload/"},
-#endif
 };
 
 static void

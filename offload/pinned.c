@@ -4,7 +4,13 @@
  * cudaHostRegister when a CUDA device is usable (the GPU can DMA from it), else mlock. A refusal
  * for lack of locked memory (RLIMIT_MEMLOCK) is an error naming `ulimit -l`, unless the caller
  * allowed pageable fallback. pin_memory false: pageable buffers from a private jemalloc arena
- * (arenas.create + mallocx), so they do not share pages with the rest of the process. */
+ * (arenas.create + mallocx), so they do not share pages with the rest of the process.
+ *
+ * Page-locking is slow (cudaHostRegister of 64 MiB takes milliseconds: it faults in and pins
+ * every page), so a freed pinned buffer is kept, still locked, and handed out again to the next
+ * request of the same rounded size. Kept buffers count against the budget together with live
+ * ones; when a new buffer would not fit, kept ones are released first, so the cache never makes
+ * an allocation fail that would have succeeded without it. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdio.h>
@@ -27,6 +33,7 @@ typedef struct host_buf {
 	void *ptr;
 	uint64_t len;
 	offload_host_mode mode;
+	bool kept; /* freed by the caller, still page-locked, waiting for reuse */
 } host_buf;
 
 struct offload_host_pool {
@@ -38,6 +45,7 @@ struct offload_host_pool {
 	bool warned_fallback;
 	host_buf *bufs;
 	unsigned nbufs, cap;
+	uint64_t kept_bytes; /* page-locked bytes held for reuse, not in u.in_use */
 	offload_tier_usage u;
 	char err[OFF_ERR_LEN];
 };
@@ -225,7 +233,31 @@ offload_host_alloc(offload_host_pool_t *p, uint64_t size, void **out)
 		p->bufs = nb;
 		p->cap = cap;
 	}
-	host_buf b = {NULL, len, OFFLOAD_HOST_PAGEABLE};
+	if (p->opts.pin_memory) {
+		/* Reuse a kept page-locked buffer of the same size, newest first. */
+		for (unsigned i = p->nbufs; i-- > 0;) {
+			host_buf *k = &p->bufs[i];
+			if (k->kept && k->len == len) {
+				k->kept = false;
+				p->kept_bytes -= len;
+				p->u.in_use += len;
+				p->u.allocs++;
+				if (p->u.in_use > p->u.peak)
+					p->u.peak = p->u.in_use;
+				*out = k->ptr;
+				return 0;
+			}
+		}
+		/* Make room: release kept buffers until the new one fits the budget. */
+		for (unsigned i = p->nbufs; i-- > 0 && p->u.in_use + p->kept_bytes + len > p->u.budget;) {
+			if (!p->bufs[i].kept)
+				continue;
+			release_buf(p, &p->bufs[i]);
+			p->kept_bytes -= p->bufs[i].len;
+			p->bufs[i] = p->bufs[--p->nbufs];
+		}
+	}
+	host_buf b = {NULL, len, OFFLOAD_HOST_PAGEABLE, false};
 	if (!p->opts.pin_memory) {
 		int ret = alloc_pageable(p, len, &b.ptr);
 		if (ret) {
@@ -244,6 +276,8 @@ offload_host_alloc(offload_host_pool_t *p, uint64_t size, void **out)
 			            off_fmt_bytes(len, a, sizeof(a)), strerror(e));
 			return -e;
 		}
+		/* Huge pages where the kernel has them: fewer pages to pin and to map for DMA. */
+		(void)madvise(b.ptr, len, MADV_HUGEPAGE);
 		int ret = pin(p, b.ptr, len);
 		if (ret) {
 			munmap(b.ptr, len);
@@ -276,15 +310,23 @@ offload_host_free(offload_host_pool_t *p, void *ptr)
 	if (!ptr)
 		return;
 	for (unsigned i = p->nbufs; i-- > 0;) {
-		if (p->bufs[i].ptr != ptr)
+		host_buf *b = &p->bufs[i];
+		if (b->ptr != ptr)
 			continue;
-		release_buf(p, &p->bufs[i]);
-		p->u.in_use -= p->bufs[i].len;
+		if (b->kept)
+			break; /* freed twice */
+		p->u.in_use -= b->len;
 		p->u.allocs--;
+		if (b->mode != OFFLOAD_HOST_PAGEABLE) {
+			b->kept = true;
+			p->kept_bytes += b->len;
+			return;
+		}
+		release_buf(p, b);
 		p->bufs[i] = p->bufs[--p->nbufs];
 		return;
 	}
-	zinf_log(ZINF_LOG_ERROR, SUBSYS, "free of %p, which this pool did not allocate", ptr);
+	zinf_log(ZINF_LOG_ERROR, SUBSYS, "free of %p, which this pool did not allocate or already freed", ptr);
 }
 
 offload_host_mode

@@ -48,6 +48,20 @@ tests)
 	"$B/bin/zinf" bench swap --nvme-path "$work" --size 8G --buffer-size 64M --buffer-count 4 --pin-memory true
 	"$B/bin/zinf" bench swap --nvme-path "$work" --size 8G --buffer-size 64M --buffer-count 4 --pin-memory false
 	;;
+swap)
+	# NVMe -> GPU through the swapper vs fio's sequential read of the same disk, alternating.
+	fio=${FIO:-.tools/fio/fio}
+	for i in 1 2 3; do
+		step "fio read $i"
+		"$fio" --name=seqread --directory="$work" --rw=read --bs=1M --iodepth=32 --size=8G \
+			--direct=1 --ioengine=io_uring --numjobs=1 --group_reporting 2>&1 | grep -E "READ:|cpu"
+		rm -f "$work"/seqread.*
+		step "zinf bench swap $i (pinned)"
+		"$B/bin/zinf" bench swap --nvme-path "$work" --size 8G --buffer-size 64M --buffer-count 4 --pin-memory true
+	done
+	step "zinf bench swap (pageable)"
+	"$B/bin/zinf" bench swap --nvme-path "$work" --size 8G --buffer-size 64M --buffer-count 4 --pin-memory false
+	;;
 io)
 	step "fio vs zinf"
 	FIO=${FIO:-.tools/fio/fio} ZINF="$B/bin/zinf" bash bench/fio_vs_zinf.sh --size 4G --md "$out/io.md" "$work"

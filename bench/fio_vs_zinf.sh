@@ -18,6 +18,7 @@
 #     --md FILE       also write the table (with machine, date and command) as markdown
 #   FIO   fio binary (default: fio on PATH, else .tools/fio/fio in the repository)
 #   ZINF  zinf binary (default: build/bin/zinf in the repository)
+#   ZINF_ARGS  extra flags for every `zinf bench io` run (e.g. --small-pages)
 #
 # Each fio run uses a fresh file (removed afterwards), as each zinf run does: fio lays out the
 # file for reads before its clock starts, zinf writes its pattern before its clock starts.
@@ -32,7 +33,7 @@ repo=$(cd "$here/.." && pwd)
 cmdline="$0 $*"
 
 size=2G bs=1M qds="8 32 128" rws="read write" backends="io_uring libaio" runs=3 psync=1 md=""
-usage() { sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 die() { echo "fio_vs_zinf: $*" >&2; exit 1; }
 dir=""
 while [ $# -gt 0 ]; do
@@ -133,7 +134,7 @@ run_fio() { # backend rw qd run
 run_zinf() { # backend rw qd run
 	local out=$work/zinf.json
 	if ! "$ZINF" bench io --path "$dir" --size "$size" --block-size "$bs" --queue-depth "$3" \
-		--backend "$1" --rw "$2" --direct --json >"$out" 2>"$work/zinf.log"; then
+		--backend "$1" --rw "$2" --direct --json ${ZINF_ARGS:-} >"$out" 2>"$work/zinf.log"; then
 		cat "$work/zinf.log" >&2; die "zinf bench io failed: $1 $2 QD $3"
 	fi
 	local v; v=$(zinf_parse "$out" "$1") || die "zinf result rejected ($1 $2 QD $3)"
@@ -169,7 +170,7 @@ fstype=$(df -PT "$dir" | awk 'NR==2 {print $2}')
 machine="$(uname -n), $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), Linux $(uname -r)"
 python3 - "$results" "$md" "$machine" "$(date)" "$cmdline" "$dir ($dev, $fstype)" \
 	"$("$FIO" --version)" "$("$ZINF" --version)" "$size" "$bs" "$runs" <<'EOF'
-import statistics, sys
+import os, statistics, sys
 res, md, machine, date, cmd, where, fiov, zinfv, size, bs, runs = sys.argv[1:12]
 rows, pairs = {}, {}
 for line in open(res):
@@ -203,7 +204,8 @@ if md:
     with open(md, "w") as out:
         out.write("- Machine: %s\n- Disk: %s\n- Date: %s\n- fio: %s; zinf: %s\n" % (machine, where, date, fiov, zinfv))
         out.write("- Settings: size %s, block %s, O_DIRECT, numjobs 1, median of %s alternating runs each\n" % (size, bs, runs))
-        out.write("- Command: `%s`\n\n" % cmd)
+        extra = os.environ.get("ZINF_ARGS", "")
+        out.write("- Command: `%s%s`\n\n" % ("ZINF_ARGS='%s' " % extra if extra else "", cmd))
         out.write("| " + " | ".join(hdr) + " |\n|" + "---|" * len(hdr) + "\n")
         for t in table:
             out.write("| " + " | ".join(cells(t)) + " |\n")

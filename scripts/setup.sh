@@ -14,7 +14,14 @@ done
 if ((${#missing[@]})); then
 	echo "zinf setup: installing ${missing[*]}"
 	sudo=""
-	[ "$(id -u)" -eq 0 ] || sudo="sudo"
+	if [ "$(id -u)" -ne 0 ]; then
+		command -v sudo >/dev/null || {
+			echo "zinf setup: missing packages ${missing[*]}; install them as root:" >&2
+			echo "  apt-get install -y ${missing[*]}" >&2
+			exit 1
+		}
+		sudo="sudo"
+	fi
 	$sudo apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi

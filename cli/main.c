@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "bench/bench.h"
+#include "commands.h"
 
 #ifndef ZINF_VERSION
 #define ZINF_VERSION "unknown"
@@ -26,12 +27,12 @@ usage_top(FILE *f)
 	fprintf(f, "usage: zinf <command> [options]\n\n"
 		   "commands:\n"
 		   "  bench <subject>   benchmarks (zinf bench --help lists subjects)\n"
+		   "  config check FILE resolve a ds_config.json, print it and the memory plan\n"
 		   "  version           print the version\n\n"
 		   "options:\n"
 		   "  -h, --help        this help; `zinf <command> --help` for a command's options\n"
 		   "  --version         print the version\n\n"
-		   "Not yet built (see README, 'Status'): train, launch, eval, tune, plan, config, ckpt, "
-		   "data.\n"
+		   "Not yet built (see README, 'Status'): train, launch, eval, tune, plan, ckpt, data.\n"
 		   "exit codes: 0 ok, 1 runtime failure, 2 usage error\n");
 }
 
@@ -81,6 +82,8 @@ main(int argc, char **argv)
 	}
 	if (!strcmp(cmd, "bench"))
 		return cmd_bench(argc - 1, argv + 1);
+	if (!strcmp(cmd, "config"))
+		return zinf_config_main(argc - 1, argv + 1);
 	fprintf(stderr, "zinf: unknown command '%s'\n\n", cmd);
 	usage_top(stderr);
 	return 2;

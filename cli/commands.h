@@ -1,0 +1,9 @@
+/* Subcommands of the zinf command, one entry point each: argv[0] is the subcommand name.
+ * Exit codes: 0 ok, 1 runtime failure, 2 usage error or bad config. */
+#ifndef ZINF_CLI_COMMANDS_H
+#define ZINF_CLI_COMMANDS_H
+
+/* zinf config check FILE ... | zinf config keys (config_cmd.c) */
+int zinf_config_main(int argc, char **argv);
+
+#endif

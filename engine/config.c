@@ -295,6 +295,10 @@ set_value(loader *L, int k, const cJSON *v)
 		break;
 	}
 	case CFG_STR:
+		if (cJSON_IsNull(v)) { /* DeepSpeed's default is None: not set */
+			*(char *)p = 0;
+			break;
+		}
 		if (!cJSON_IsString(v))
 			return FAIL(L, "%s: expected a path string, got %s", path, json_kind(v));
 		if (strlen(v->valuestring) >= ZINF_CONFIG_PATH_MAX)

@@ -306,6 +306,11 @@ test_stage_and_offload(const char *dir)
 	                  NULL, 1, 0, &c),
 	        "inline.json: ", "nvme path missing",
 	        "/nonexistent/zinf: No such file or directory", "--nvme_path DIR");
+	/* null is DeepSpeed's None: not set. */
+	REFUSED(load_json("{\"train_batch_size\": 8, \"zero_optimization\": {\"stage\": 3, "
+	                  "\"offload_param\": {\"device\": \"nvme\", \"nvme_path\": null}}}",
+	                  NULL, 1, 0, &c),
+	        "inline.json: ", "nvme_path null", "nvme_path is not set");
 	/* Stage 1 and 2 take CPU optimizer offload. */
 	T_CHECK_EQ_I64(load_json("{\"train_batch_size\": 8, \"zero_optimization\": {\"stage\": 2, "
 	                         "\"offload_optimizer\": {\"device\": \"cpu\"}}}",

@@ -220,7 +220,7 @@ cmd_check(int argc, char **argv)
 	if (!rc)
 		rc = zinf_config_resolve(&cfg, (int64_t)world, (int64_t)hidden, err, sizeof(err));
 	if (rc) {
-		fprintf(stderr, "zinf config check: %s\n", err);
+		fprintf(stderr, "%s\n", err); /* starts with the file's path */
 		return rc == -EINVAL ? 2 : 1;
 	}
 	if (ov.nvme_path && cfg.offload_optimizer.device != ZINF_DEVICE_NVME &&

@@ -95,7 +95,11 @@ resolve_batch(zinf_config *cfg, int64_t w, char *err, size_t errlen)
 		int key = hm ? ZINF_KEY_GRADIENT_ACCUMULATION_STEPS
 		             : ZINF_KEY_TRAIN_MICRO_BATCH_SIZE_PER_GPU;
 		const char *G = hm ? M : A, *D = hm ? A : M;
-		if (b % (given * w))
+		int64_t gw;
+		if (__builtin_mul_overflow(given, w, &gw))
+			return FAIL("%s %lld x world size %lld overflows", G, (long long)given,
+			            (long long)w);
+		if (b % gw)
 			return FAIL("%s %lld is not a multiple of %s %lld x world size %lld "
 			            "(= %lld), so %s cannot be derived: set %s to a multiple of "
 			            "%lld, or give %s",

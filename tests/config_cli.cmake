@@ -62,7 +62,7 @@ if(NOT CMAKE_SCRIPT_MODE_FILE)
                        MSG "fp16-and-bf16.json: fp16.enabled and bf16.enabled are both true"
                        ARGS config check ${_c}/bad/fp16-and-bf16.json)
   zinf_config_cli_test(config_cli_bad_unknown_key RC 2
-                       MSG "unknown-key.json: zero_optimization.offload_optimizer.bufer_count: unknown key; did you mean buffer_count\\?"
+                       MSG "^/[^\n]*/bad/unknown-key.json: zero_optimization.offload_optimizer.bufer_count: unknown key; did you mean buffer_count\\?"
                        ARGS config check ${_c}/bad/unknown-key.json)
   zinf_config_cli_test(config_cli_malformed RC 2
                        MSG "malformed.json:3:[0-9]+: malformed JSON near"

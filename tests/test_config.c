@@ -350,6 +350,9 @@ test_batch_relations(void)
 	        "inline.json: ", "three given, wrong world",
 	        "train_batch_size 32 != ", "world size 2 (= 16)", "set train_batch_size to 16",
 	        "--num_gpus 4");
+	REFUSED(load_json("{\"train_batch_size\": 9e15, \"train_micro_batch_size_per_gpu\": 9e15}",
+	                  NULL, 1048576, 0, &c),
+	        "inline.json: ", "overflow", "overflows");
 	REFUSED(load_json("{\"gradient_accumulation_steps\": 2}", NULL, 1, 0, &c),
 	        "inline.json: ", "none given",
 	        "neither train_batch_size nor train_micro_batch_size_per_gpu");

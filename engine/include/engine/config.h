@@ -254,7 +254,8 @@ int zinf_config_load_string(const char *name, const char *json, const zinf_confi
 /* Completes the config for `world_size` ranks and a model of hidden size `model_hidden`
  * (0 = unknown: an "auto" that needs it is an error naming --hidden). Batch: any two of
  * batch / micro / accumulation give the third, and batch = micro x accum x world must hold.
- * Checks stage vs offload devices and that each NVMe path is an existing folder. */
+ * Checks stage vs offload devices and that each NVMe path is an existing folder. Call once
+ * per load: the numbers it derives count as given afterwards. */
 int zinf_config_resolve(zinf_config *cfg, int64_t world_size, int64_t model_hidden, char *err,
                         size_t errlen);
 

@@ -88,6 +88,12 @@ static void
 uring_fini(ios_worker *w)
 {
 	uring_ctx *c = w->bctx;
+	/* Drop the ring's file and buffer references now: the kernel tears a ring down
+	 * asynchronously, and until then the files would keep their filesystem busy (umount
+	 * fails with EBUSY right after destroy). */
+	if (c->fixed_files)
+		(void)io_uring_unregister_files(&c->ring);
+	(void)io_uring_unregister_buffers(&c->ring);
 	io_uring_queue_exit(&c->ring);
 	free(c);
 	w->bctx = NULL;

@@ -11,6 +11,28 @@
 
 static iosched_backend g_backend = IOSCHED_BACKEND_AUTO;
 
+/* A fresh folder with one file path in it, removed again by tdir_remove. */
+typedef struct tdir {
+	char *dir;
+	char path[4200];
+} tdir;
+
+static void
+tdir_make(tdir *t, const char *name)
+{
+	t->dir = t_mkdtemp(name);
+	snprintf(t->path, sizeof(t->path), "%s/data", t->dir);
+}
+
+static void
+tdir_remove(tdir *t)
+{
+	unlink(t->path);
+	rmdir(t->dir);
+	free(t->dir);
+}
+
+
 static int
 make_ios(iosched_t **ios, unsigned qd, uint64_t bs, unsigned threads, const iosched_fault *f)
 {
@@ -83,9 +105,9 @@ static void
 t_integrity(bool direct, unsigned threads, uint64_t bs, uint64_t seed)
 {
 	const uint64_t fsize = 8u << 20;
-	char *dir = t_mkdtemp("iosched-int");
-	char path[4200];
-	snprintf(path, sizeof(path), "%s/data", dir);
+	tdir td;
+	tdir_make(&td, "iosched-int");
+	const char *dir = td.dir, *path = td.path;
 	iosched_t *ios;
 	int rc = make_ios(&ios, 8, bs, threads, NULL);
 	T_CHECK(rc == 0, "create: %d", rc);
@@ -184,18 +206,16 @@ t_integrity(bool direct, unsigned threads, uint64_t bs, uint64_t seed)
 	free(io);
 out:
 	iosched_destroy(ios);
-	unlink(path);
-	rmdir(dir);
-	free(dir);
+	tdir_remove(&td);
 }
 
 /* Registered (fixed) buffers give the same bytes as plain ones. */
 static void
 t_registered_buffers(void)
 {
-	char *dir = t_mkdtemp("iosched-reg");
-	char path[4200];
-	snprintf(path, sizeof(path), "%s/data", dir);
+	tdir td;
+	tdir_make(&td, "iosched-reg");
+	const char *path = td.path;
 	iosched_t *ios;
 	if (make_ios(&ios, 4, 64 << 10, 1, NULL))
 		return;
@@ -223,9 +243,7 @@ t_registered_buffers(void)
 	iosched_destroy(ios);
 	free(src);
 	free(dst);
-	unlink(path);
-	rmdir(dir);
-	free(dir);
+	tdir_remove(&td);
 }
 
 /* Injected faults: the Nth piece fails with err; only its request fails, the others and the
@@ -233,9 +251,9 @@ t_registered_buffers(void)
 static void
 t_fault(int err, bool repeat, uint64_t nth, unsigned ops)
 {
-	char *dir = t_mkdtemp("iosched-fault");
-	char path[4200];
-	snprintf(path, sizeof(path), "%s/data", dir);
+	tdir td;
+	tdir_make(&td, "iosched-fault");
+	const char *path = td.path;
 	iosched_fault fault = {.nth = nth, .err = err, .repeat = repeat, .ops = ops};
 	iosched_t *ios;
 	const uint64_t bs = 64 << 10, rlen = 256 << 10;
@@ -313,18 +331,16 @@ t_fault(int err, bool repeat, uint64_t nth, unsigned ops)
 	iosched_destroy(ios);
 	free(src);
 	free(dst);
-	unlink(path);
-	rmdir(dir);
-	free(dir);
+	tdir_remove(&td);
 }
 
 /* A read past the end of the file fails with ENODATA instead of looping. */
 static void
 t_eof(void)
 {
-	char *dir = t_mkdtemp("iosched-eof");
-	char path[4200];
-	snprintf(path, sizeof(path), "%s/data", dir);
+	tdir td;
+	tdir_make(&td, "iosched-eof");
+	const char *path = td.path;
 	iosched_t *ios;
 	if (make_ios(&ios, 4, 64 << 10, 1, NULL))
 		return;
@@ -340,18 +356,16 @@ t_eof(void)
 	T_CHECK(c.res == -ENODATA, "read past EOF gave %" PRId64 ", want -ENODATA", c.res);
 	iosched_destroy(ios);
 	free(b);
-	unlink(path);
-	rmdir(dir);
-	free(dir);
+	tdir_remove(&td);
 }
 
 /* cancel_all: every request completes exactly once, either fully or with -ECANCELED. */
 static void
 t_cancel(void)
 {
-	char *dir = t_mkdtemp("iosched-cancel");
-	char path[4200];
-	snprintf(path, sizeof(path), "%s/data", dir);
+	tdir td;
+	tdir_make(&td, "iosched-cancel");
+	const char *path = td.path;
 	iosched_t *ios;
 	if (make_ios(&ios, 2, 64 << 10, 1, NULL))
 		return;
@@ -386,9 +400,7 @@ t_cancel(void)
 	T_CHECK(cpl[0].res == (int64_t)len, "write after cancel: %" PRId64, cpl[0].res);
 	iosched_destroy(ios);
 	free(b);
-	unlink(path);
-	rmdir(dir);
-	free(dir);
+	tdir_remove(&td);
 }
 
 static int
@@ -446,9 +458,9 @@ t_bad_opts(void)
 static void
 t_misaligned(void)
 {
-	char *dir = t_mkdtemp("iosched-align");
-	char path[4200];
-	snprintf(path, sizeof(path), "%s/data", dir);
+	tdir td;
+	tdir_make(&td, "iosched-align");
+	const char *dir = td.dir, *path = td.path;
 	iosched_t *ios;
 	g_backend = IOSCHED_BACKEND_AUTO;
 	if (make_ios(&ios, 4, 1 << 20, 1, NULL))
@@ -493,17 +505,15 @@ t_misaligned(void)
 	free(b);
 out:
 	iosched_destroy(ios);
-	unlink(path);
-	rmdir(dir);
-	free(dir);
+	tdir_remove(&td);
 }
 
 static void
 t_backpressure_and_close(void)
 {
-	char *dir = t_mkdtemp("iosched-bp");
-	char path[4200];
-	snprintf(path, sizeof(path), "%s/data", dir);
+	tdir td;
+	tdir_make(&td, "iosched-bp");
+	const char *path = td.path;
 	iosched_opts o;
 	iosched_opts_init(&o);
 	o.max_requests = 4;
@@ -533,9 +543,7 @@ t_backpressure_and_close(void)
 	iosched_destroy(ios);
 	iosched_destroy(NULL);
 	free(b);
-	unlink(path);
-	rmdir(dir);
-	free(dir);
+	tdir_remove(&td);
 }
 
 static void

@@ -19,6 +19,7 @@ static const subcommand bench_subjects[] = {
 	{"io", zinf_bench_io_main, "NVMe/file throughput through iosched (compare with fio)"},
 	{"adam", zinf_bench_adam_main, "fused Adam/AdamW step throughput on GPU or CPU"},
 	{"swap", zinf_bench_swap_main, "NVMe -> pinned -> GPU swapping through offload/"},
+	{"optstep", zinf_bench_optstep_main, "optimizer step on offloaded state (cpu/nvme)"},
 };
 
 static void
@@ -41,7 +42,7 @@ usage_bench(FILE *f)
 {
 	fprintf(f, "usage: zinf bench <subject> [options] [--json]\n\nsubjects:\n");
 	for (size_t i = 0; i < sizeof(bench_subjects) / sizeof(bench_subjects[0]); i++)
-		fprintf(f, "  %-6s %s\n", bench_subjects[i].name, bench_subjects[i].summary);
+		fprintf(f, "  %-8s %s\n", bench_subjects[i].name, bench_subjects[i].summary);
 	fprintf(f, "\n`zinf bench <subject> --help` lists a subject's options.\n");
 }
 

@@ -12,6 +12,7 @@ extern "C" {
 int zinf_bench_io_main(int argc, char **argv);
 int zinf_bench_adam_main(int argc, char **argv);
 int zinf_bench_swap_main(int argc, char **argv);
+int zinf_bench_optstep_main(int argc, char **argv);
 
 #ifdef __cplusplus
 }

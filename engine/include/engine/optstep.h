@@ -1,0 +1,123 @@
+/* Offloaded optimizer step: Adam over fp32 master/m/v streamed from pinned host memory or NVMe.
+ *
+ * The rank's partition of N parameters is cut into sub-groups of `sub_group_size` elements
+ * (the last may be shorter). Sub-group i is ONE swapper chunk "optstep.sgI" laid out as
+ * [master | m | v], fp32, 12 bytes per parameter: one chunk means one NVMe extent, one fetch
+ * and one write-back per sub-group (three chunks would triple the operations and events for
+ * the same bytes, and a sub-group is only usable when all three are present anyway). The home
+ * of every chunk is `device`: pinned host buffers (CPU) or NVMe swap files (NVME).
+ *
+ * A step visits the sub-groups in order with at most `buffer_count` of them resident in the
+ * work tier at once (GPU memory for step_on GPU, host buffers for step_on CPU with NVMe):
+ * fetches run ahead, Adam runs on sub-group i once its fetch has completed (offload_poll), and
+ * the write-back of i is issued as soon as its Adam finished (GPU: a CUDA event per sub-group,
+ * queried, never synchronised) without waiting before fetching/computing i+1.
+ *   step_on GPU, device CPU:  host -H2D-> GPU, Adam on the GPU, GPU -D2H-> host.
+ *   step_on GPU, device NVME: NVMe -> pinned staging -> GPU, Adam, GPU -> staging -> NVMe.
+ *   step_on CPU, device NVME: NVMe -> host buffer, zinf_adam_step_cpu, host buffer -> NVMe.
+ *   step_on CPU, device CPU:  zinf_adam_step_cpu in place, no movement.
+ *
+ * Errors: 0 or -errno; zinf_optstep_last_error() holds a one-line message.
+ *
+ * State after a failed step (-EIO etc.): every sub-group holds either its values after this
+ * step or its values before it, never a mix: zinf_optstep_subgroup_step(os, i) says which
+ * (the cfg.step it last applied). Once a failure is seen no new Adam is started; operations in
+ * flight are finished: sub-groups already stepped are written back, fetched but unstepped
+ * copies are dropped (their home copy is untouched). A sub-group whose write-back failed keeps
+ * its stepped copy in the work tier (its home copy is stale, never half-written as far as the
+ * engine reads it) and counts as stepped; the next step or zinf_optstep_read() first retries
+ * that write-back. A sub-group whose fetch failed is unchanged. The message names the chunk,
+ * the operation and the I/O error (path, offset, length, errno from the swapper).
+ *
+ * Threads: one thread at a time per handle. */
+#ifndef ZINF_ENGINE_OPTSTEP_H
+#define ZINF_ENGINE_OPTSTEP_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "iosched/iosched.h"
+#include "kernels/adam.h"
+#include "offload/offload.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum zinf_optstep_device {
+	ZINF_OPTSTEP_DEVICE_CPU = 0, /* pinned (or pageable) host memory */
+	ZINF_OPTSTEP_DEVICE_NVME = 1,
+} zinf_optstep_device;
+
+typedef enum zinf_optstep_on {
+	ZINF_OPTSTEP_ON_GPU = 0, /* fused CUDA Adam on streamed chunks */
+	ZINF_OPTSTEP_ON_CPU = 1, /* CPU Adam on host copies (DeepSpeed's way) */
+} zinf_optstep_on;
+
+typedef struct zinf_optstep_opts {
+	uint64_t nparams;        /* N, this rank's partition; required */
+	uint64_t sub_group_size; /* elements per sub-group; required (> 0) */
+	zinf_optstep_device device;
+	const char *const *nvme_paths; /* device NVME: required */
+	unsigned nvme_path_count;
+	const char *run_id; /* swap folder zinf-<run_id>; NULL: pid */
+	unsigned rank;
+	unsigned buffer_count; /* sub-groups resident in the work tier at once; >= 1, default 4 */
+	bool pin_memory;       /* default true */
+	bool allow_unpinned;   /* page-locking refused: pageable with a warning (default false) */
+	bool nvme_buffered;    /* no O_DIRECT (default false) */
+	zinf_optstep_on step_on;
+	/* grads and param16_out passed to zinf_optstep_step() are device pointers. Required for
+	 * step_on GPU; with step_on CPU the grads are copied to host once per step and the 16-bit
+	 * copy back to the GPU afterwards. false: host pointers (step_on CPU only). */
+	bool device_ptrs;
+	int gpu_device;
+	zinf_cpu_opts cpu; /* CPU Adam threads/ISA; default 1 thread, AUTO */
+	iosched_opts aio;  /* iosched_opts_init() defaults; .fault for tests */
+} zinf_optstep_opts;
+
+typedef struct zinf_optstep zinf_optstep_t;
+
+/* Defaults: device CPU, step_on GPU, device_ptrs true, buffer_count 4, pin_memory true. */
+void zinf_optstep_opts_init(zinf_optstep_opts *opts);
+/* -EINVAL for bad opts (buffer_count 0, sub_group_size 0, nparams 0, NVME without a path,
+ * step_on CPU dtype or pointer mismatch), -ENODEV for step_on GPU without CUDA or a device,
+ * the swapper's errors otherwise; `err` (may be NULL) holds the message. The state is
+ * allocated but undefined until zinf_optstep_load(). */
+int zinf_optstep_create(const zinf_optstep_opts *opts, zinf_optstep_t **out, char *err,
+                        size_t err_len);
+void zinf_optstep_destroy(zinf_optstep_t *os);
+const char *zinf_optstep_last_error(const zinf_optstep_t *os);
+
+/* Sets the state from host arrays of N floats (m, v may be NULL: zeros) and writes it to its
+ * home tier. Every sub-group's step becomes `step` (0 for a fresh optimizer). */
+int zinf_optstep_load(zinf_optstep_t *os, const float *master, const float *m, const float *v,
+                      int64_t step);
+/* Copies the state to host arrays of N floats (any may be NULL). */
+int zinf_optstep_read(zinf_optstep_t *os, float *master, float *m, float *v);
+
+/* One Adam step over all sub-groups with cfg (cfg->step, lr, ...; moment_dtype must be FP32).
+ * grads: N elements of cfg->grad_dtype; param16_out: N elements of cfg->param16_dtype or NULL;
+ * device or host pointers per opts.device_ptrs. grad_mult as zinf_adam_step_cpu.
+ * The gradients must be complete when called (the step runs on its own non-blocking stream
+ * and does not wait for the caller's streams); param16_out is complete when it returns. */
+int zinf_optstep_step(zinf_optstep_t *os, const void *grads, void *param16_out,
+                      const zinf_adam_cfg *cfg, float grad_mult);
+
+uint64_t zinf_optstep_subgroups(const zinf_optstep_t *os);
+/* cfg.step last applied to sub-group i, or -1 for a bad i. */
+int64_t zinf_optstep_subgroup_step(const zinf_optstep_t *os, uint64_t i);
+
+typedef struct zinf_optstep_stats {
+	uint64_t bytes[OFFLOAD_TIER_COUNT][2]; /* last step: [tier][0 read from, 1 written to] */
+	uint64_t fetches, writebacks;          /* last step */
+	unsigned peak_resident;                /* most sub-groups in the work tier at once */
+	double seconds;                        /* last step, wall time */
+} zinf_optstep_stats;
+void zinf_optstep_get_stats(const zinf_optstep_t *os, zinf_optstep_stats *out);
+offload_swapper_t *zinf_optstep_swapper(zinf_optstep_t *os);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,440 @@
+/* engine/optstep: the offloaded optimizer step with CPU Adam (runs in CI, no GPU needed).
+ * Usage: test_optstep <case>; cases: cpu, nvme, eio_read, eio_write, bad_opts, gpu_refused. */
+#include "test_util.h"
+
+#include <math.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "engine/optstep.h"
+
+static char *g_dir;
+
+/* N not a multiple of any sub-group size used. */
+enum { N = 10007, STEPS = 3 };
+
+typedef struct state {
+	float *p, *m, *v;
+	void *g;
+	uint16_t *p16;
+} state;
+
+static float
+frand(uint64_t *s)
+{
+	*s = *s * 6364136223846793005ull + 1442695040888963407ull;
+	return (float)((double)(*s >> 11) / (double)(1ull << 53)) * 2.0f - 1.0f;
+}
+
+static void
+st_alloc(state *s, zinf_dtype gd)
+{
+	s->p = calloc(N, 4);
+	s->m = calloc(N, 4);
+	s->v = calloc(N, 4);
+	s->g = calloc(N, gd == ZINF_DTYPE_FP32 ? 4 : 2);
+	s->p16 = calloc(N, 2);
+	if (!s->p || !s->m || !s->v || !s->g || !s->p16)
+		abort();
+}
+
+static void
+st_free(state *s)
+{
+	free(s->p);
+	free(s->m);
+	free(s->v);
+	free(s->g);
+	free(s->p16);
+}
+
+static void
+init_params(float *p, float *m, float *v)
+{
+	uint64_t seed = 42;
+	for (int i = 0; i < N; i++) {
+		p[i] = frand(&seed);
+		m[i] = 0.01f * frand(&seed);
+		v[i] = 0.001f * fabsf(frand(&seed));
+	}
+}
+
+/* Gradients of step t (1-based), fp32 or bf16 (truncated fp32). */
+static void
+make_grads(void *g, zinf_dtype gd, int t)
+{
+	uint64_t seed = 1000 + (uint64_t)t;
+	for (int i = 0; i < N; i++) {
+		float x = frand(&seed);
+		if (gd == ZINF_DTYPE_FP32) {
+			((float *)g)[i] = x;
+		} else {
+			uint32_t u;
+			memcpy(&u, &x, 4);
+			((uint16_t *)g)[i] = (uint16_t)(u >> 16);
+		}
+	}
+}
+
+static void
+cfg_for(zinf_adam_cfg *cfg, zinf_dtype gd, int t)
+{
+	zinf_adam_cfg_init(cfg);
+	cfg->lr = 1e-2f;
+	cfg->step = t;
+	cfg->grad_dtype = gd;
+}
+
+/* The reference: one zinf_adam_step_cpu over the whole flat arrays. */
+static void
+reference(state *ref, zinf_dtype gd, int steps)
+{
+	init_params(ref->p, ref->m, ref->v);
+	for (int t = 1; t <= steps; t++) {
+		zinf_adam_cfg cfg;
+		cfg_for(&cfg, gd, t);
+		make_grads(ref->g, gd, t);
+		zinf_adam_chunk c = {.param = ref->p,
+		                     .m = ref->m,
+		                     .v = ref->v,
+		                     .grad = ref->g,
+		                     .param16 = ref->p16,
+		                     .n = N};
+		int ret = zinf_adam_step_cpu(&cfg, &c, 1, 0.5f, NULL);
+		T_CHECK(ret == 0, "reference step %d: %d", t, ret);
+	}
+}
+
+static void
+base_opts(zinf_optstep_opts *o, zinf_optstep_device dev, const char *const *paths)
+{
+	zinf_optstep_opts_init(o);
+	o->nparams = N;
+	o->sub_group_size = 1000;
+	o->device = dev;
+	o->step_on = ZINF_OPTSTEP_ON_CPU;
+	o->device_ptrs = false;
+	o->allow_unpinned = true;
+	o->aio.quiet = true;
+	o->aio.block_size = 64 << 10;
+	if (dev == ZINF_OPTSTEP_DEVICE_NVME) {
+		o->nvme_paths = paths;
+		o->nvme_path_count = 1;
+	}
+}
+
+static bool
+same_bits(const void *a, const void *b, size_t len, const char *what, const char *label)
+{
+	if (!memcmp(a, b, len))
+		return true;
+	const unsigned char *x = a, *y = b;
+	size_t i = 0;
+	while (x[i] == y[i])
+		i++;
+	T_CHECK(0, "%s: %s differs first at byte %zu", label, what, i);
+	return false;
+}
+
+static void
+run_case(zinf_optstep_device dev, unsigned bc, uint64_t sgs, zinf_dtype gd, bool pin)
+{
+	const char *paths[1] = {g_dir};
+	char label[128];
+	snprintf(label, sizeof(label), "%s bc=%u sgs=%llu grad=%s pin=%d",
+	         dev == ZINF_OPTSTEP_DEVICE_NVME ? "nvme" : "cpu", bc, (unsigned long long)sgs,
+	         zinf_dtype_name(gd), (int)pin);
+	state ref, s;
+	st_alloc(&ref, gd);
+	st_alloc(&s, gd);
+	reference(&ref, gd, STEPS);
+
+	zinf_optstep_opts o;
+	base_opts(&o, dev, paths);
+	o.buffer_count = bc;
+	o.sub_group_size = sgs;
+	o.pin_memory = pin;
+	zinf_optstep_t *os;
+	char err[512];
+	int ret = zinf_optstep_create(&o, &os, err, sizeof(err));
+	T_CHECK(ret == 0, "%s: create: %s", label, err);
+	if (ret)
+		goto out;
+	uint64_t ng = (N + sgs - 1) / sgs;
+	T_CHECK_EQ_I64(zinf_optstep_subgroups(os), ng);
+	init_params(s.p, s.m, s.v);
+	T_CHECK((ret = zinf_optstep_load(os, s.p, s.m, s.v, 0)) == 0, "%s: load %d %s", label, ret,
+	        zinf_optstep_last_error(os));
+	for (int t = 1; t <= STEPS; t++) {
+		zinf_adam_cfg cfg;
+		cfg_for(&cfg, gd, t);
+		make_grads(s.g, gd, t);
+		ret = zinf_optstep_step(os, s.g, s.p16, &cfg, 0.5f);
+		T_CHECK(ret == 0, "%s: step %d: %d %s", label, t, ret, zinf_optstep_last_error(os));
+		zinf_optstep_stats st;
+		zinf_optstep_get_stats(os, &st);
+		T_CHECK(st.peak_resident <= bc, "%s: %u resident > buffer_count", label,
+		        st.peak_resident);
+		if (dev == ZINF_OPTSTEP_DEVICE_NVME) {
+			T_CHECK_EQ_I64(st.bytes[OFFLOAD_TIER_NVME][0], 12ull * N);
+			T_CHECK_EQ_I64(st.bytes[OFFLOAD_TIER_NVME][1], 12ull * N);
+			T_CHECK_EQ_I64(st.fetches, ng);
+			T_CHECK_EQ_I64(st.writebacks, ng);
+		} else {
+			T_CHECK_EQ_I64(
+			        st.bytes[OFFLOAD_TIER_NVME][0] + st.bytes[OFFLOAD_TIER_HOST][0], 0);
+		}
+	}
+	for (uint64_t i = 0; i < ng; i++)
+		T_CHECK_EQ_I64(zinf_optstep_subgroup_step(os, i), STEPS);
+	memset(s.p, 0xff, N * 4);
+	memset(s.m, 0xff, N * 4);
+	memset(s.v, 0xff, N * 4);
+	T_CHECK((ret = zinf_optstep_read(os, s.p, s.m, s.v)) == 0, "%s: read %d", label, ret);
+	same_bits(s.p, ref.p, N * 4, "master", label);
+	same_bits(s.m, ref.m, N * 4, "m", label);
+	same_bits(s.v, ref.v, N * 4, "v", label);
+	same_bits(s.p16, ref.p16, N * 2, "bf16 copy", label);
+	zinf_optstep_destroy(os);
+out:
+	st_free(&ref);
+	st_free(&s);
+}
+
+static void
+test_cpu(void)
+{
+	run_case(ZINF_OPTSTEP_DEVICE_CPU, 1, 1000, ZINF_DTYPE_FP32, false);
+	run_case(ZINF_OPTSTEP_DEVICE_CPU, 4, 1000, ZINF_DTYPE_FP32, true);
+	run_case(ZINF_OPTSTEP_DEVICE_CPU, 4, 333, ZINF_DTYPE_BF16, false);
+	run_case(ZINF_OPTSTEP_DEVICE_CPU, 2, 100000, ZINF_DTYPE_FP32, false); /* one sub-group */
+}
+
+static void
+test_nvme(void)
+{
+	run_case(ZINF_OPTSTEP_DEVICE_NVME, 1, 1000, ZINF_DTYPE_FP32, false);
+	run_case(ZINF_OPTSTEP_DEVICE_NVME, 4, 1000, ZINF_DTYPE_FP32, true);
+	run_case(ZINF_OPTSTEP_DEVICE_NVME, 4, 333, ZINF_DTYPE_BF16, false);
+	run_case(ZINF_OPTSTEP_DEVICE_NVME, 3, 2048, ZINF_DTYPE_FP32, false);
+}
+
+/* Injected EIO: on read (the fetch of some sub-group) or on write (a write-back). Checks the
+ * message, that every sub-group is wholly before or wholly after the step as
+ * zinf_optstep_subgroup_step() says, and that reloading the checkpoint and stepping again gives
+ * the reference bits. */
+static void
+eio_case(unsigned ops)
+{
+	const char *paths[1] = {g_dir};
+	const char *label = ops == IOSCHED_OP_READ ? "eio read" : "eio write";
+	enum { SGS = 1000, NG = (N + SGS - 1) / SGS };
+	state ref0, ref1, s;
+	st_alloc(&ref0, ZINF_DTYPE_FP32);
+	st_alloc(&ref1, ZINF_DTYPE_FP32);
+	st_alloc(&s, ZINF_DTYPE_FP32);
+	init_params(ref0.p, ref0.m, ref0.v);
+	reference(&ref1, ZINF_DTYPE_FP32, 1);
+
+	/* Each sub-group is one piece (12 KB < block size). Loading writes NG pieces; the step
+	 * reads NG and writes NG. Fail the 4th read (sub-group 3's fetch) or the 3rd write of
+	 * the step (sub-group 2's write-back). */
+	iosched_fault fault = {.nth = ops == IOSCHED_OP_READ ? 4 : NG + 3, .err = EIO, .ops = ops};
+	zinf_optstep_opts o;
+	base_opts(&o, ZINF_OPTSTEP_DEVICE_NVME, paths);
+	o.buffer_count = 2;
+	o.aio.fault = &fault;
+	zinf_optstep_t *os;
+	char err[512];
+	int ret = zinf_optstep_create(&o, &os, err, sizeof(err));
+	T_CHECK(ret == 0, "%s: create: %s", label, err);
+	if (ret)
+		goto out;
+	T_CHECK(zinf_optstep_load(os, ref0.p, ref0.m, ref0.v, 0) == 0, "%s: load", label);
+	zinf_adam_cfg cfg;
+	cfg_for(&cfg, ZINF_DTYPE_FP32, 1);
+	make_grads(s.g, ZINF_DTYPE_FP32, 1);
+	ret = zinf_optstep_step(os, s.g, s.p16, &cfg, 0.5f);
+	T_CHECK(ret == -EIO, "%s: step returned %d, want -EIO", label, ret);
+	const char *msg = zinf_optstep_last_error(os);
+	const char *chunk = ops == IOSCHED_OP_READ ? "optstep.sg3" : "optstep.sg2";
+	const char *what = ops == IOSCHED_OP_READ ? "fetch failed" : "write-back failed";
+	T_CHECK(strstr(msg, chunk) && strstr(msg, what) && strstr(msg, "Input/output error"),
+	        "%s: message '%s' should name %s, '%s' and the I/O error", label, msg, chunk, what);
+	T_CHECK(strstr(msg, "offset"), "%s: message '%s' should name the offset", label, msg);
+	int nstepped = 0;
+	for (uint64_t i = 0; i < NG; i++) {
+		int64_t st = zinf_optstep_subgroup_step(os, i);
+		T_CHECK(st == 0 || st == 1, "%s: sub-group %llu step %lld", label,
+		        (unsigned long long)i, (long long)st);
+		nstepped += st == 1;
+	}
+	if (ops == IOSCHED_OP_READ) {
+		/* sub-group 3's fetch is issued once a slot freed, i.e. after 0 and 1 were
+		 * written back; 2 may have been fetched but not stepped (dropped: no new Adam
+		 * after a failure); 3 and later are unchanged */
+		for (uint64_t i = 3; i < NG; i++)
+			T_CHECK_EQ_I64(zinf_optstep_subgroup_step(os, i), 0);
+		for (uint64_t i = 0; i < 2; i++)
+			T_CHECK_EQ_I64(zinf_optstep_subgroup_step(os, i), 1);
+	} else {
+		/* 0..2 were stepped (2's write-back failed: its stepped copy stays on the host
+		 * and is written by the next read/step); 3 and later were not fetched after */
+		for (uint64_t i = 0; i <= 2; i++)
+			T_CHECK_EQ_I64(zinf_optstep_subgroup_step(os, i), 1);
+		for (uint64_t i = 5; i < NG; i++)
+			T_CHECK_EQ_I64(zinf_optstep_subgroup_step(os, i), 0);
+	}
+	T_CHECK(nstepped < NG, "%s: every sub-group stepped despite the failure", label);
+	/* Each sub-group wholly old or wholly new (read retries the failed write-back). */
+	ret = zinf_optstep_read(os, s.p, s.m, s.v);
+	T_CHECK(ret == 0, "%s: read after failure: %d %s", label, ret, zinf_optstep_last_error(os));
+	for (uint64_t i = 0; i < NG; i++) {
+		uint64_t off = i * SGS, n = off + SGS > N ? N - off : SGS;
+		const state *want = zinf_optstep_subgroup_step(os, i) == 1 ? &ref1 : &ref0;
+		char l2[160];
+		snprintf(l2, sizeof(l2), "%s sub-group %llu", label, (unsigned long long)i);
+		same_bits(s.p + off, want->p + off, n * 4, "master", l2);
+		same_bits(s.m + off, want->m + off, n * 4, "m", l2);
+		same_bits(s.v + off, want->v + off, n * 4, "v", l2);
+	}
+	/* Resume from the checkpoint: bit-identical to the reference. */
+	T_CHECK(zinf_optstep_load(os, ref0.p, ref0.m, ref0.v, 0) == 0, "%s: reload", label);
+	ret = zinf_optstep_step(os, s.g, s.p16, &cfg, 0.5f);
+	T_CHECK(ret == 0, "%s: step after reload: %d %s", label, ret, zinf_optstep_last_error(os));
+	T_CHECK(zinf_optstep_read(os, s.p, s.m, s.v) == 0, "%s: read", label);
+	same_bits(s.p, ref1.p, N * 4, "master after resume", label);
+	same_bits(s.m, ref1.m, N * 4, "m after resume", label);
+	same_bits(s.v, ref1.v, N * 4, "v after resume", label);
+	zinf_optstep_destroy(os);
+out:
+	st_free(&ref0);
+	st_free(&ref1);
+	st_free(&s);
+}
+
+static void
+test_eio_read(void)
+{
+	eio_case(IOSCHED_OP_READ);
+}
+
+static void
+test_eio_write(void)
+{
+	eio_case(IOSCHED_OP_WRITE);
+}
+
+static void
+expect_refused(const zinf_optstep_opts *o, int want, const char *needle)
+{
+	zinf_optstep_t *os = (zinf_optstep_t *)1;
+	char err[512] = "";
+	int ret = zinf_optstep_create(o, &os, err, sizeof(err));
+	T_CHECK(ret == want, "create returned %d, want %d (%s)", ret, want, err);
+	T_CHECK(os == NULL, "handle set on failure");
+	T_CHECK(strstr(err, needle), "message '%s' should contain '%s'", err, needle);
+	if (!ret)
+		zinf_optstep_destroy(os);
+}
+
+static void
+test_bad_opts(void)
+{
+	zinf_optstep_opts o;
+	base_opts(&o, ZINF_OPTSTEP_DEVICE_CPU, NULL);
+	o.buffer_count = 0;
+	expect_refused(&o, -EINVAL, "buffer_count is 0");
+	base_opts(&o, ZINF_OPTSTEP_DEVICE_CPU, NULL);
+	o.sub_group_size = 0;
+	expect_refused(&o, -EINVAL, "sub_group_size is 0");
+	base_opts(&o, ZINF_OPTSTEP_DEVICE_CPU, NULL);
+	o.nparams = 0;
+	expect_refused(&o, -EINVAL, "nparams is 0");
+	base_opts(&o, ZINF_OPTSTEP_DEVICE_NVME, NULL);
+	expect_refused(&o, -EINVAL, "device nvme needs an nvme_path");
+	const char *missing[1] = {"/nonexistent/zinf-optstep"};
+	base_opts(&o, ZINF_OPTSTEP_DEVICE_NVME, missing);
+	expect_refused(&o, -ENOENT, "/nonexistent/zinf-optstep");
+	base_opts(&o, ZINF_OPTSTEP_DEVICE_CPU, NULL);
+	o.step_on = ZINF_OPTSTEP_ON_GPU;
+	o.device_ptrs = false;
+	expect_refused(&o, -EINVAL, "step_on gpu needs device_ptrs");
+
+	/* a bad step: bf16 moments are not the offloaded layout */
+	base_opts(&o, ZINF_OPTSTEP_DEVICE_CPU, NULL);
+	zinf_optstep_t *os;
+	char err[512];
+	T_CHECK(zinf_optstep_create(&o, &os, err, sizeof(err)) == 0, "create: %s", err);
+	if (!os)
+		return;
+	float *p = calloc(N, 4), *g = calloc(N, 4);
+	T_CHECK(zinf_optstep_load(os, p, NULL, NULL, 0) == 0, "load");
+	zinf_adam_cfg cfg;
+	cfg_for(&cfg, ZINF_DTYPE_FP32, 1);
+	cfg.moment_dtype = ZINF_DTYPE_BF16;
+	T_CHECK(zinf_optstep_step(os, g, NULL, &cfg, 1.0f) == -EINVAL, "bf16 moments accepted");
+	T_CHECK(strstr(zinf_optstep_last_error(os), "moment_dtype"), "message %s",
+	        zinf_optstep_last_error(os));
+	cfg_for(&cfg, ZINF_DTYPE_FP32, 0);
+	T_CHECK(zinf_optstep_step(os, g, NULL, &cfg, 1.0f) == -EINVAL, "step 0 accepted");
+	T_CHECK_EQ_I64(zinf_optstep_subgroup_step(os, 0), 0);
+	free(p);
+	free(g);
+	zinf_optstep_destroy(os);
+}
+
+/* Without a usable GPU, step_on gpu is refused with a message saying why (with a GPU, the
+ * test is skipped: test_optstep_gpu covers it). */
+static int
+test_gpu_refused(void)
+{
+	char why[256];
+	if (offload_gpu_probe(why, sizeof(why)))
+		return T_EXIT_SKIP;
+	zinf_optstep_opts o;
+	base_opts(&o, ZINF_OPTSTEP_DEVICE_CPU, NULL);
+	o.step_on = ZINF_OPTSTEP_ON_GPU;
+	o.device_ptrs = true;
+	expect_refused(&o, -ENODEV, "step_on gpu needs a CUDA device");
+	expect_refused(&o, -ENODEV, why);
+	return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+	if (argc != 2) {
+		fprintf(stderr, "usage: %s cpu|nvme|eio_read|eio_write|bad_opts|gpu_refused\n",
+		        argv[0]);
+		return T_EXIT_FAIL;
+	}
+	g_dir = t_mkdtemp("optstep");
+	const char *c = argv[1];
+	int rc = 0;
+	if (!strcmp(c, "cpu"))
+		test_cpu();
+	else if (!strcmp(c, "nvme"))
+		test_nvme();
+	else if (!strcmp(c, "eio_read"))
+		test_eio_read();
+	else if (!strcmp(c, "eio_write"))
+		test_eio_write();
+	else if (!strcmp(c, "bad_opts"))
+		test_bad_opts();
+	else if (!strcmp(c, "gpu_refused"))
+		rc = test_gpu_refused();
+	else {
+		fprintf(stderr, "unknown case %s\n", c);
+		rc = T_EXIT_FAIL;
+	}
+	rmdir(g_dir);
+	free(g_dir);
+	if (rc)
+		return rc;
+	if (t_failures) {
+		fprintf(stderr, "%d check(s) failed\n", t_failures);
+		return T_EXIT_FAIL;
+	}
+	return T_EXIT_PASS;
+}

@@ -60,7 +60,6 @@ typedef enum io_rw {
 
 static const char *const rw_names[] = {"read", "write", "randread", "randwrite", "readwrite",
 				       NULL};
-static const char *const backend_names[] = {"auto", "io_uring", "libaio", "psync", NULL};
 static const char *const buffer_names[] = {"pinned", "pageable", NULL};
 
 typedef struct io_args {
@@ -259,12 +258,8 @@ parse_args(int argc, char **argv, io_args *a)
 			continue;
 		}
 		if ((r = bench_flag_value(PROG, argc, argv, &i, "--backend", &v))) {
-			if (r < 0 || (c = bench_parse_choice(PROG, "--backend", v, backend_names)) < 0)
+			if (r < 0 || bench_parse_backend(PROG, "--backend", v, &a->backend))
 				return -EINVAL;
-			if (iosched_backend_parse(v, &a->backend)) {
-				fprintf(stderr, PROG ": --backend %s is not known to iosched\n", v);
-				return -EINVAL;
-			}
 			continue;
 		}
 		if ((r = bench_flag_value(PROG, argc, argv, &i, "--rw", &v))) {

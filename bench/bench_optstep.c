@@ -39,7 +39,6 @@ typedef struct args {
 	unsigned npaths;
 } args;
 
-static const char *const bool_names[] = {"true", "false", NULL};
 static const char *const dev_names[] = {"cpu", "nvme", NULL};
 static const char *const on_names[] = {"gpu", "cpu", NULL};
 
@@ -83,14 +82,9 @@ parse(int argc, char **argv, args *a)
 			continue;
 		}
 		if ((r = bench_flag_value(PROG, argc, argv, &i, "--nvme-path", &v))) {
-			if (r < 0)
-				return r;
-			if (!*v || a->npaths == OFFLOAD_NVME_MAX_PATHS) {
-				fprintf(stderr, PROG ": --nvme-path: %s\n",
-				        *v ? "too many paths (at most 16)" : "empty path");
+			if (r < 0 || bench_add_path(PROG, "--nvme-path", v, a->paths, &a->npaths,
+			                          OFFLOAD_NVME_MAX_PATHS))
 				return -EINVAL;
-			}
-			a->paths[a->npaths++] = v;
 			continue;
 		}
 		if ((r = bench_flag_value(PROG, argc, argv, &i, "--params", &v))) {
@@ -122,10 +116,8 @@ parse(int argc, char **argv, args *a)
 			continue;
 		}
 		if ((r = bench_flag_value(PROG, argc, argv, &i, "--pin-memory", &v))) {
-			if (r < 0 ||
-			    (c = bench_parse_choice(PROG, "--pin-memory", v, bool_names)) < 0)
+			if (r < 0 || bench_parse_bool(PROG, "--pin-memory", v, &a->pin))
 				return -EINVAL;
-			a->pin = c == 0;
 			continue;
 		}
 		if ((r = bench_flag_value(PROG, argc, argv, &i, "--offload", &v))) {

@@ -70,8 +70,6 @@ typedef struct swap_ctx {
 	void *raw_host, *raw_dev, *raw_dev2;
 } swap_ctx;
 
-static const char *const bool_names[] = {"true", "false", NULL};
-static const char *const backend_names[] = {"auto", "io_uring", "libaio", "psync", NULL};
 
 static void
 usage(FILE *f)
@@ -109,7 +107,7 @@ parse_args(int argc, char **argv, swap_args *a)
 	a->pin = true;
 	for (int i = 1; i < argc; i++) {
 		const char *arg = argv[i], *v = NULL;
-		int r, c;
+		int r;
 		if (!strcmp(arg, "-h") || !strcmp(arg, "--help")) {
 			usage(stdout);
 			return 1;
@@ -119,14 +117,9 @@ parse_args(int argc, char **argv, swap_args *a)
 			continue;
 		}
 		if ((r = bench_flag_value(PROG, argc, argv, &i, "--nvme-path", &v))) {
-			if (r < 0)
-				return r;
-			if (!*v || a->npaths == MAX_PATHS) {
-				fprintf(stderr, PROG ": --nvme-path: %s\n",
-				        *v ? "too many paths (at most 16)" : "empty path");
+			if (r < 0 || bench_add_path(PROG, "--nvme-path", v, a->paths, &a->npaths,
+			                          MAX_PATHS))
 				return -EINVAL;
-			}
-			a->paths[a->npaths++] = v;
 			continue;
 		}
 		if ((r = bench_flag_value(PROG, argc, argv, &i, "--size", &v))) {
@@ -155,17 +148,13 @@ parse_args(int argc, char **argv, swap_args *a)
 			continue;
 		}
 		if ((r = bench_flag_value(PROG, argc, argv, &i, "--pin-memory", &v))) {
-			if (r < 0 ||
-			    (c = bench_parse_choice(PROG, "--pin-memory", v, bool_names)) < 0)
+			if (r < 0 || bench_parse_bool(PROG, "--pin-memory", v, &a->pin))
 				return -EINVAL;
-			a->pin = c == 0;
 			continue;
 		}
 		if ((r = bench_flag_value(PROG, argc, argv, &i, "--backend", &v))) {
-			if (r < 0 ||
-			    (c = bench_parse_choice(PROG, "--backend", v, backend_names)) < 0)
+			if (r < 0 || bench_parse_backend(PROG, "--backend", v, &a->backend))
 				return -EINVAL;
-			iosched_backend_parse(v, &a->backend);
 			continue;
 		}
 		fprintf(stderr, PROG ": unknown option '%s' (see zinf bench swap --help)\n", arg);

@@ -230,3 +230,40 @@ bench_json_emit(cJSON *obj)
 	cJSON_free(s);
 	return 0;
 }
+
+int
+bench_parse_bool(const char *prog, const char *flag, const char *val, bool *out)
+{
+	static const char *const names[] = {"true", "false", NULL};
+	int c = bench_parse_choice(prog, flag, val, names);
+	if (c < 0)
+		return c;
+	*out = c == 0;
+	return 0;
+}
+
+int
+bench_parse_backend(const char *prog, const char *flag, const char *val, iosched_backend *out)
+{
+	static const char *const names[] = {"auto", "io_uring", "libaio", "psync", NULL};
+	int c = bench_parse_choice(prog, flag, val, names);
+	if (c < 0)
+		return c;
+	return iosched_backend_parse(val, out);
+}
+
+int
+bench_add_path(const char *prog, const char *flag, const char *val, const char **paths,
+	       unsigned *n, unsigned max)
+{
+	if (!*val) {
+		fprintf(stderr, "%s: %s: empty path; pass a folder\n", prog, flag);
+		return -EINVAL;
+	}
+	if (*n >= max) {
+		fprintf(stderr, "%s: %s %s: too many paths (at most %u)\n", prog, flag, val, max);
+		return -EINVAL;
+	}
+	paths[(*n)++] = val;
+	return 0;
+}

@@ -16,10 +16,13 @@
 #ifndef ZINF_BENCH_HARNESS_H
 #define ZINF_BENCH_HARNESS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include <cjson/cJSON.h>
+
+#include "iosched/iosched.h"
 
 #define BENCH_SIZE_HELP                                                                          \
 	"sizes: K M G T (also KiB MiB GiB TiB) are binary (1K = 1024), KB MB GB TB are decimal "  \
@@ -35,6 +38,16 @@ int bench_parse_uint(const char *prog, const char *flag, const char *val, uint64
  * "--flag: 'val' is not one of a|b|c" and returns -EINVAL. */
 int bench_parse_choice(const char *prog, const char *flag, const char *val,
 		       const char *const *choices);
+
+/* "true" / "false" into *out; -EINVAL (message printed) otherwise. */
+int bench_parse_bool(const char *prog, const char *flag, const char *val, bool *out);
+/* One of iosched's backend names (auto|io_uring|libaio|psync) into *out. */
+int bench_parse_backend(const char *prog, const char *flag, const char *val,
+			iosched_backend *out);
+/* Appends a non-empty path to paths[*n] when fewer than `max` are there; else -EINVAL with a
+ * message naming the flag and the limit. For repeatable flags such as --nvme-path. */
+int bench_add_path(const char *prog, const char *flag, const char *val, const char **paths,
+		   unsigned *n, unsigned max);
 
 /* Command-line walking for "--flag VALUE" and "--flag=VALUE". If argv[*i] is `flag` (with or
  * without "=VALUE"), sets *val to the value (consuming argv[*i + 1] when needed) and returns 1;

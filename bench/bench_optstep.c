@@ -34,7 +34,7 @@
 
 typedef struct args {
 	uint64_t params, sub_group_size, buffer_count, steps, threads;
-	bool nvme, pin, on_cpu, json;
+	bool nvme, pin, on_cpu, json, pipe_read, pipe_write;
 	const char *paths[OFFLOAD_NVME_MAX_PATHS];
 	unsigned npaths;
 } args;
@@ -53,6 +53,8 @@ usage(FILE *f)
 	        "  --buffer-count K      sub-groups in flight (default 4)\n"
 	        "  --sub-group-size S    elements per sub-group (default 100M)\n"
 	        "  --pin-memory B        true|false (default true)\n"
+	        "  --pipeline-read B     read sub-groups ahead of the step (default true)\n"
+	        "  --pipeline-write B    write back while later ones are read (default true)\n"
 	        "  --step-on gpu|cpu     where Adam runs (default gpu)\n"
 	        "  --threads T           CPU Adam threads for --step-on cpu (default 1)\n"
 	        "  --steps N             timed steps (default 3)\n"
@@ -68,6 +70,7 @@ parse(int argc, char **argv, args *a)
 	a->sub_group_size = 100000000;
 	a->buffer_count = 4;
 	a->steps = 3;
+	a->pipe_read = a->pipe_write = true;
 	a->threads = 1;
 	a->pin = true;
 	for (int i = 1; i < argc; i++) {
@@ -102,6 +105,16 @@ parse(int argc, char **argv, args *a)
 		if ((r = bench_flag_value(PROG, argc, argv, &i, "--buffer-count", &v))) {
 			if (r < 0 ||
 			    bench_parse_uint(PROG, "--buffer-count", v, 1, 1024, &a->buffer_count))
+				return -EINVAL;
+			continue;
+		}
+		if ((r = bench_flag_value(PROG, argc, argv, &i, "--pipeline-read", &v))) {
+			if (r < 0 || bench_parse_bool(PROG, "--pipeline-read", v, &a->pipe_read))
+				return -EINVAL;
+			continue;
+		}
+		if ((r = bench_flag_value(PROG, argc, argv, &i, "--pipeline-write", &v))) {
+			if (r < 0 || bench_parse_bool(PROG, "--pipeline-write", v, &a->pipe_write))
 				return -EINVAL;
 			continue;
 		}
@@ -327,6 +340,8 @@ zinf_bench_optstep_main(int argc, char **argv)
 	o.nvme_paths = a.paths;
 	o.nvme_path_count = a.npaths;
 	o.buffer_count = (unsigned)a.buffer_count;
+	o.pipeline_read = a.pipe_read;
+	o.pipeline_write = a.pipe_write;
 	o.pin_memory = a.pin;
 	o.allow_unpinned = true;
 	o.step_on = a.on_cpu ? ZINF_OPTSTEP_ON_CPU : ZINF_OPTSTEP_ON_GPU;

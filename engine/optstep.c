@@ -99,6 +99,7 @@ zinf_optstep_opts_init(zinf_optstep_opts *opts)
 	opts->step_on = ZINF_OPTSTEP_ON_GPU;
 	opts->device_ptrs = true;
 	opts->buffer_count = 4;
+	opts->pipeline_read = opts->pipeline_write = true;
 	opts->pin_memory = true;
 	opts->cpu.nthreads = 1;
 	opts->cpu.isa = ZINF_CPU_ISA_AUTO;
@@ -151,6 +152,19 @@ check_opts(const zinf_optstep_opts *o, char *msg, size_t len)
 		snprintf(msg, len,
 		         "buffer_count is 0: at least 1 sub-group must fit in the work "
 		         "tier (2 or more overlap the transfers)");
+		return -EINVAL;
+	}
+	unsigned min_bc = 1u + o->pipeline_read + o->pipeline_write;
+	if (o->buffer_count < min_bc) {
+		snprintf(msg, len,
+		         "buffer_count %u is too small to overlap the step: pipeline_read %s and "
+		         "pipeline_write %s need at least %u buffers (one being stepped%s%s); set "
+		         "buffer_count >= %u, or set pipeline_read/pipeline_write false to run "
+		         "without that overlap",
+		         o->buffer_count, o->pipeline_read ? "true" : "false",
+		         o->pipeline_write ? "true" : "false", min_bc,
+		         o->pipeline_read ? ", one being read ahead" : "",
+		         o->pipeline_write ? ", one being written back" : "", min_bc);
 		return -EINVAL;
 	}
 	if (o->device != ZINF_OPTSTEP_DEVICE_CPU && o->device != ZINF_OPTSTEP_DEVICE_NVME) {
@@ -719,6 +733,25 @@ cuda_copy(zinf_optstep_t *os, void *dst, const void *src, size_t len, enum cudaM
 }
 #endif
 
+/* Whether sub-group nf may start fetching under the pipeline flags (the buffer_count bound is
+ * checked by the caller). Only the last buffer_count sub-groups can still be resident. */
+static bool
+may_fetch(const zinf_optstep_t *os, uint64_t nf, uint64_t nc)
+{
+	if (os->o.pipeline_read && os->o.pipeline_write)
+		return true;
+	if (!os->o.pipeline_read && nf != nc)
+		return false; /* an earlier sub-group is fetched but not yet stepped */
+	uint64_t k = os->o.buffer_count, from = nf > k ? nf - k : 0;
+	for (uint64_t i = from; i < nf; i++) {
+		if (!os->o.pipeline_read && os->st[i] == SG_COMPUTING)
+			return false;
+		if (!os->o.pipeline_write && os->st[i] == SG_WRITING)
+			return false;
+	}
+	return true;
+}
+
 int
 zinf_optstep_step(zinf_optstep_t *os, const void *grads, void *param16_out,
                   const zinf_adam_cfg *cfg, float grad_mult)
@@ -761,7 +794,7 @@ zinf_optstep_step(zinf_optstep_t *os, const void *grads, void *param16_out,
 	os->stats.peak_resident = 0;
 	while (r.done < g) {
 		bool progress = false;
-		while (!r.fail && nf < g && r.resident < k) {
+		while (!r.fail && nf < g && r.resident < k && may_fetch(os, nf, nc)) {
 			ret = offload_chunk_fetch(os->sw, os->ids[nf], os->work, nf);
 			if (ret == -EAGAIN)
 				break;

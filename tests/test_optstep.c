@@ -152,6 +152,9 @@ run_case(zinf_optstep_device dev, unsigned bc, uint64_t sgs, zinf_dtype gd, bool
 	zinf_optstep_opts o;
 	base_opts(&o, dev, paths);
 	o.buffer_count = bc;
+	/* fewer buffers than the full overlap needs: run with what fits (both flags tested) */
+	o.pipeline_read = bc >= 2;
+	o.pipeline_write = bc >= 3;
 	o.sub_group_size = sgs;
 	o.pin_memory = pin;
 	zinf_optstep_t *os;
@@ -243,6 +246,7 @@ eio_case(unsigned ops)
 	zinf_optstep_opts o;
 	base_opts(&o, ZINF_OPTSTEP_DEVICE_NVME, paths);
 	o.buffer_count = 2;
+	o.pipeline_write = false;
 	o.aio.fault = &fault;
 	zinf_optstep_t *os;
 	char err[512];
@@ -345,6 +349,11 @@ test_bad_opts(void)
 	base_opts(&o, ZINF_OPTSTEP_DEVICE_CPU, NULL);
 	o.buffer_count = 0;
 	expect_refused(&o, -EINVAL, "buffer_count is 0");
+	o.buffer_count = 2; /* read-ahead + write-behind need 3 */
+	expect_refused(&o, -EINVAL, "need at least 3 buffers");
+	o.pipeline_write = false;
+	o.buffer_count = 1;
+	expect_refused(&o, -EINVAL, "need at least 2 buffers");
 	base_opts(&o, ZINF_OPTSTEP_DEVICE_CPU, NULL);
 	o.sub_group_size = 0;
 	expect_refused(&o, -EINVAL, "sub_group_size is 0");

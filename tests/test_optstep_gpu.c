@@ -74,6 +74,9 @@ run(zinf_optstep_device dev, zinf_optstep_on on, bool dptrs, unsigned bc, zinf_d
 	o.nvme_paths = paths;
 	o.nvme_path_count = dev == ZINF_OPTSTEP_DEVICE_NVME ? 1 : 0;
 	o.buffer_count = bc;
+	/* fewer buffers than the full overlap needs: run with what fits (both flags tested) */
+	o.pipeline_read = bc >= 2;
+	o.pipeline_write = bc >= 3;
 	o.step_on = on;
 	o.device_ptrs = dptrs;
 	o.allow_unpinned = true;

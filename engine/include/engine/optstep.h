@@ -62,7 +62,13 @@ typedef struct zinf_optstep_opts {
 	unsigned nvme_path_count;
 	const char *run_id; /* swap folder zinf-<run_id>; NULL: pid */
 	unsigned rank;
-	unsigned buffer_count; /* sub-groups resident in the work tier at once; >= 1, default 4 */
+	unsigned buffer_count; /* sub-groups resident in the work tier at once; default 4 */
+	/* Overlap (both default true; DeepSpeed's keys of the same names, an explicit false turns
+	 * that overlap off): pipeline_read fetches sub-groups ahead while one is being stepped;
+	 * pipeline_write lets write-backs run while later sub-groups are fetched. buffer_count must
+	 * be at least 1 + pipeline_read + pipeline_write (3 by default): fewer slots cannot hold
+	 * the sub-groups that overlap, and create refuses them naming the minimum. */
+	bool pipeline_read, pipeline_write;
 	bool pin_memory;       /* default true */
 	bool allow_unpinned;   /* page-locking refused: pageable with a warning (default false) */
 	bool nvme_buffered;    /* no O_DIRECT (default false) */
@@ -78,7 +84,8 @@ typedef struct zinf_optstep_opts {
 
 typedef struct zinf_optstep zinf_optstep_t;
 
-/* Defaults: device CPU, step_on GPU, device_ptrs true, buffer_count 4, pin_memory true. */
+/* Defaults: device CPU, step_on GPU, device_ptrs true, buffer_count 4, pin_memory true,
+ * pipeline_read and pipeline_write true. */
 void zinf_optstep_opts_init(zinf_optstep_opts *opts);
 /* -EINVAL for bad opts (buffer_count 0, sub_group_size 0, nparams 0, NVME without a path,
  * step_on CPU dtype or pointer mismatch), -ENODEV for step_on GPU without CUDA or a device,

@@ -450,22 +450,50 @@ flush_pending(zinf_optstep_t *os)
 	return 0;
 }
 
-int
-zinf_optstep_load(zinf_optstep_t *os, const float *master, const float *m, const float *v,
-                  int64_t step)
+typedef struct load_arrays {
+	const float *master;
+} load_arrays;
+
+static int
+fill_from_array(void *ctx, uint64_t offset, uint64_t n, float *dst)
+{
+	memcpy(dst, ((const load_arrays *)ctx)->master + offset, n * 4);
+	return 0;
+}
+
+/* Writes every sub-group's state to its home tier, one host buffer per sub-group: master from
+ * fill(), m and v from the arrays or zeros. With an NVMe home up to buffer_count writes are in
+ * flight and each host buffer is released once written, so host memory stays O(buffers). */
+static int
+load_groups(zinf_optstep_t *os, zinf_optstep_fill_fn fill, void *ctx, const float *m,
+            const float *v, int64_t step)
 {
 	int ret = flush_pending(os);
 	if (ret)
 		return ret;
-	for (uint64_t i = 0; i < os->ngroups; i++) {
+	bool nvme = os->home == OFFLOAD_TIER_NVME;
+	unsigned inflight = 0;
+	offload_event ev;
+	for (uint64_t i = 0; i < os->ngroups && !ret; i++) {
 		uint64_t off = i * os->o.sub_group_size, n = sg_len(os, i);
 		int id = os->ids[i];
 		float *h;
+		while (nvme && inflight >= os->o.buffer_count && !ret) {
+			if ((ret = wait_one(os, &ev)))
+				io_err(os, ev.tag, "load (write to nvme)", ret);
+			inflight--;
+		}
+		if (ret)
+			break;
 		if ((ret = offload_chunk_alloc(os->sw, id, OFFLOAD_TIER_HOST, (void **)&h))) {
 			io_err(os, i, "load (host buffer)", ret);
-			return ret;
+			break;
 		}
-		memcpy(h, master + off, n * 4);
+		if ((ret = fill(ctx, off, n, h))) {
+			set_err(os, "sub-group %llu: filling the initial values failed (%s)",
+			        (unsigned long long)i, strerror(-ret));
+			break;
+		}
 		if (m)
 			memcpy(h + n, m + off, n * 4);
 		else
@@ -474,19 +502,37 @@ zinf_optstep_load(zinf_optstep_t *os, const float *master, const float *m, const
 			memcpy(h + 2 * n, v + off, n * 4);
 		else
 			memset(h + 2 * n, 0, n * 4);
-		if (os->home == OFFLOAD_TIER_NVME) {
-			offload_event ev;
-			ret = offload_chunk_evict(os->sw, id, OFFLOAD_TIER_HOST, i);
-			if (!ret)
-				ret = wait_one(os, &ev);
-			if (ret) {
+		if (nvme) {
+			if ((ret = offload_chunk_evict(os->sw, id, OFFLOAD_TIER_HOST, i))) {
 				io_err(os, i, "load (write to nvme)", ret);
-				return ret;
+				break;
 			}
+			inflight++;
 		}
 		os->applied[i] = step;
 	}
-	return 0;
+	while (inflight--) { /* finish what was issued, keep the first error */
+		int r = wait_one(os, &ev);
+		if (r && !ret) {
+			io_err(os, ev.tag, "load (write to nvme)", r);
+			ret = r;
+		}
+	}
+	return ret;
+}
+
+int
+zinf_optstep_load(zinf_optstep_t *os, const float *master, const float *m, const float *v,
+                  int64_t step)
+{
+	load_arrays a = {.master = master};
+	return load_groups(os, fill_from_array, &a, m, v, step);
+}
+
+int
+zinf_optstep_load_fill(zinf_optstep_t *os, zinf_optstep_fill_fn fill, void *ctx, int64_t step)
+{
+	return load_groups(os, fill, ctx, NULL, NULL, step);
 }
 
 int

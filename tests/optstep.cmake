@@ -5,7 +5,7 @@ add_executable(test_optstep test_optstep.c)
 target_include_directories(test_optstep PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
 target_link_libraries(test_optstep PRIVATE zinf_engine)
 target_compile_options(test_optstep PRIVATE -UNDEBUG)
-foreach(_c cpu nvme eio_read eio_write bad_opts gpu_refused)
+foreach(_c cpu nvme fast_init eio_read eio_write bad_opts gpu_refused)
   add_test(NAME optstep_${_c} COMMAND test_optstep ${_c})
   set_tests_properties(optstep_${_c} PROPERTIES SKIP_RETURN_CODE 77 LABELS "unit;nvme"
                        TIMEOUT 300)

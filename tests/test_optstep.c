@@ -1,5 +1,5 @@
 /* engine/optstep: the offloaded optimizer step with CPU Adam (runs in CI, no GPU needed).
- * Usage: test_optstep <case>; cases: cpu, nvme, eio_read, eio_write, bad_opts, gpu_refused. */
+ * Usage: test_optstep <case>; cases: cpu, nvme, fast_init, eio_read, eio_write, bad_opts, gpu_refused. */
 #include "test_util.h"
 
 #include <math.h>
@@ -410,11 +410,76 @@ test_gpu_refused(void)
 	return 0;
 }
 
+/* fast_init: zinf_optstep_load_fill builds the NVMe state sub-group by sub-group from a fill
+ * callback; it must equal loading the arrays (m, v zero), call fill once per sub-group in
+ * order, and stop on the callback's error with a message naming the sub-group. */
+typedef struct fill_ctx {
+	const float *src;
+	uint64_t next, calls;
+	uint64_t fail_at; /* sub-group whose fill fails; UINT64_MAX: none */
+} fill_ctx;
+
+static int
+fill_cb(void *ctx, uint64_t offset, uint64_t n, float *dst)
+{
+	fill_ctx *f = ctx;
+	T_CHECK(offset == f->next, "fill called at %llu, expected %llu", (unsigned long long)offset,
+	        (unsigned long long)f->next);
+	if (f->calls++ == f->fail_at)
+		return -EIO;
+	memcpy(dst, f->src + offset, n * 4);
+	f->next = offset + n;
+	return 0;
+}
+
+static void
+test_fast_init(void)
+{
+	const char *paths[1] = {g_dir};
+	state a, b;
+	st_alloc(&a, ZINF_DTYPE_FP32);
+	st_alloc(&b, ZINF_DTYPE_FP32);
+	init_params(a.p, a.m, a.v);
+	zinf_optstep_opts o;
+	base_opts(&o, ZINF_OPTSTEP_DEVICE_NVME, paths);
+	zinf_optstep_t *os;
+	char err[512];
+	int ret = zinf_optstep_create(&o, &os, err, sizeof(err));
+	T_CHECK(ret == 0, "create: %s", err);
+	if (ret)
+		goto out;
+	fill_ctx f = {.src = a.p, .fail_at = UINT64_MAX};
+	ret = zinf_optstep_load_fill(os, fill_cb, &f, 0);
+	T_CHECK(ret == 0, "load_fill: %d %s", ret, zinf_optstep_last_error(os));
+	T_CHECK_EQ_I64((int64_t)f.calls, (int64_t)zinf_optstep_subgroups(os));
+	T_CHECK_EQ_I64((int64_t)f.next, N);
+	T_CHECK(zinf_optstep_read(os, b.p, b.m, b.v) == 0, "read: %s", zinf_optstep_last_error(os));
+	same_bits(a.p, b.p, N * 4, "master", "fast_init");
+	for (int i = 0; i < N; i++)
+		if (b.m[i] != 0.0f || b.v[i] != 0.0f) {
+			T_CHECK(0, "fast_init: m/v[%d] not zero", i);
+			break;
+		}
+	offload_tier_usage u;
+	offload_host_pool_usage(offload_swapper_host_pool(zinf_optstep_swapper(os)), &u);
+	T_CHECK(u.peak <= (uint64_t)(o.buffer_count + 1) * 12000 + (64u << 20),
+	        "fast_init host peak %llu exceeds O(buffer_count)", (unsigned long long)u.peak);
+	f = (fill_ctx){.src = a.p, .fail_at = 3};
+	ret = zinf_optstep_load_fill(os, fill_cb, &f, 0);
+	T_CHECK(ret == -EIO, "failing fill returned %d", ret);
+	T_CHECK(strstr(zinf_optstep_last_error(os), "sub-group 3"), "message: %s",
+	        zinf_optstep_last_error(os));
+	zinf_optstep_destroy(os);
+out:
+	st_free(&a);
+	st_free(&b);
+}
+
 int
 main(int argc, char **argv)
 {
 	if (argc != 2) {
-		fprintf(stderr, "usage: %s cpu|nvme|eio_read|eio_write|bad_opts|gpu_refused\n",
+		fprintf(stderr, "usage: %s cpu|nvme|fast_init|eio_read|eio_write|bad_opts|gpu_refused\n",
 		        argv[0]);
 		return T_EXIT_FAIL;
 	}
@@ -429,6 +494,8 @@ main(int argc, char **argv)
 		test_eio_read();
 	else if (!strcmp(c, "eio_write"))
 		test_eio_write();
+	else if (!strcmp(c, "fast_init"))
+		test_fast_init();
 	else if (!strcmp(c, "bad_opts"))
 		test_bad_opts();
 	else if (!strcmp(c, "gpu_refused"))

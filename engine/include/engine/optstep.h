@@ -100,6 +100,15 @@ const char *zinf_optstep_last_error(const zinf_optstep_t *os);
  * home tier. Every sub-group's step becomes `step` (0 for a fresh optimizer). */
 int zinf_optstep_load(zinf_optstep_t *os, const float *master, const float *m, const float *v,
                       int64_t step);
+/* fast_init: builds the home copy (pinned buffers or NVMe swap files) from the initial
+ * weights without a host copy of the whole partition. fill(ctx, offset, n, dst) writes the
+ * fp32 master values of elements [offset, offset + n) into dst and returns 0 or -errno; it is
+ * called once per sub-group, in order, with one sub-group's host buffer; m and v start at 0.
+ * With an NVMe home up to buffer_count sub-groups are being written at once and each host
+ * buffer is released when its write completes, so host memory stays O(buffer_count). */
+typedef int (*zinf_optstep_fill_fn)(void *ctx, uint64_t offset, uint64_t n, float *dst);
+int zinf_optstep_load_fill(zinf_optstep_t *os, zinf_optstep_fill_fn fill, void *ctx,
+                           int64_t step);
 /* Copies the state to host arrays of N floats (any may be NULL). */
 int zinf_optstep_read(zinf_optstep_t *os, float *master, float *m, float *v);
 

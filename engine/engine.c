@@ -1,0 +1,1106 @@
+/* The training engine: forward / backward / step over one model, the ds_config's precision,
+ * accumulation, clipping, loss scaling, optimizer, schedule and offload settings, and
+ * checkpoints. See engine/include/engine/engine.h.
+ *
+ * State per device:
+ *   CPU: params (fp32, the master itself when the optimizer state is in memory; a working copy
+ *        refreshed from the offloaded master after each step otherwise), grads (fp32,
+ *        accumulated), m and v (in memory) or an optstep handle (offload cpu|nvme, CPU Adam).
+ *        fp16: the accumulated gradients are converted to fp16 at the boundary (a value past
+ *        65504 becomes inf, as an fp16 gradient would), so the overflow check and the skip run
+ *        exactly as on fp16 hardware; forward and backward stay fp32.
+ *   GPU: bf16 parameters for zinf_gpu_forward, fp32 gradients, fp32 master + m + v on the GPU
+ *        (fused CUDA Adam writes the bf16 copy) or an optstep handle (step_on GPU). fp16
+ *        configs run the bf16 model with fp16 loss scaling and the overflow check on the fp32
+ *        gradients: the GPU model has no fp16 kernels.
+ * The optimizer covers the rank's ZeRO partition (zero_partition.c); at world size 1 that is
+ * the whole vector at every stage. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#ifdef ZINF_HAVE_CUDA
+#include <cuda_runtime_api.h>
+
+#include "kernels/adam_cuda.h"
+#endif
+
+#include "engine/engine.h"
+#include "engine/model_cpu.h"
+#include "engine/model_gpu.h"
+#include "engine/optstep.h"
+#include "kernels/adam.h"
+
+#define EMSG 1024
+
+struct zinf_engine {
+	zinf_model_config mc;
+	zinf_config cfg;
+	zinf_engine_opts o;
+	char weights[4096];
+	char run_id[64];
+	zinf_model_layout lay;
+	zinf_zero_partition part;
+	int B, T;
+	int64_t accum, N;
+	zinf_dtype grad_dtype; /* what the optimizer reads: FP32, or FP16 (fp16 on the CPU) */
+
+	/* CPU */
+	zinf_cpu_model *cpu;
+	float *params, *grads, *m, *v;
+	uint16_t *grads16;
+	zinf_cpu_opts cpu_opts;
+
+	/* optimizer state offload (cpu | nvme) */
+	zinf_optstep_t *os;
+	iosched_fault fault;
+
+	/* GPU */
+	zinf_gpu_model *gpu;
+#ifdef ZINF_HAVE_CUDA
+	cudaStream_t stream;
+	uint16_t *d_p16;
+	float *d_grads, *d_master, *d_m, *d_v;
+	zinf_grad_stats *d_stats;
+	zinf_grad_scratch *d_scratch;
+#endif
+
+	zinf_lr_schedule sched;
+	zinf_loss_scaler scaler;
+	double lr;
+	bool lr_overridden;
+	bool have_forward;
+	zinf_engine_stats st;
+	char err[EMSG];
+};
+
+static double
+now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+__attribute__((format(printf, 3, 4))) static int
+fail(zinf_engine *e, int rc, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(e->err, sizeof(e->err), fmt, ap);
+	va_end(ap);
+	return rc;
+}
+
+const char *
+zinf_engine_error(const zinf_engine *e)
+{
+	return e ? e->err : "no engine";
+}
+
+void
+zinf_engine_opts_init(zinf_engine_opts *o)
+{
+	*o = (zinf_engine_opts){0};
+	o->device = ZINF_ENGINE_CPU;
+	o->seed = 1234;
+	o->world_size = 1;
+}
+
+static bool
+on_gpu(const zinf_engine *e)
+{
+	return e->o.device == ZINF_ENGINE_GPU;
+}
+
+#ifdef ZINF_HAVE_CUDA
+/* fp32 -> bf16, round to nearest even (NaN kept quiet) */
+static uint16_t
+f32_to_bf16(float f)
+{
+	uint32_t u;
+	memcpy(&u, &f, 4);
+	if ((u & 0x7fffffffu) > 0x7f800000u)
+		return (uint16_t)((u >> 16) | 0x40);
+	u += 0x7fffu + ((u >> 16) & 1u);
+	return (uint16_t)(u >> 16);
+}
+#endif
+
+static void
+set_err_from(zinf_engine *e, char *err, size_t errlen)
+{
+	snprintf(err, errlen, "%s", e->err);
+}
+
+/* ---- optimizer state ---------------------------------------------------------------------- */
+
+static int
+optstep_open(zinf_engine *e)
+{
+	const zinf_config_offload *oo = &e->cfg.offload_optimizer;
+	zinf_optstep_opts so;
+	zinf_optstep_opts_init(&so);
+	so.nparams = (uint64_t)e->N;
+	uint64_t sg = e->cfg.sub_group_size > 0 ? (uint64_t)e->cfg.sub_group_size : so.nparams;
+	so.sub_group_size = sg < so.nparams ? sg : so.nparams;
+	so.device = oo->device == ZINF_DEVICE_NVME ? ZINF_OPTSTEP_DEVICE_NVME
+	                                          : ZINF_OPTSTEP_DEVICE_CPU;
+	const char *paths[1] = {oo->nvme_path};
+	if (oo->device == ZINF_DEVICE_NVME) {
+		so.nvme_paths = paths;
+		so.nvme_path_count = 1;
+	}
+	so.run_id = e->o.run_id; /* points into e->run_id */
+	so.rank = (unsigned)e->o.rank;
+	so.buffer_count = (unsigned)oo->buffer_count;
+	so.pipeline_read = oo->pipeline_read;
+	so.pipeline_write = oo->pipeline_write;
+	so.pin_memory = oo->pin_memory;
+	so.allow_unpinned = true;
+	so.nvme_buffered = e->o.nvme_buffered;
+	so.step_on = on_gpu(e) ? ZINF_OPTSTEP_ON_GPU : ZINF_OPTSTEP_ON_CPU;
+	so.device_ptrs = on_gpu(e);
+	so.gpu_device = e->o.gpu_device;
+	so.cpu = e->cpu_opts;
+	iosched_opts_init(&so.aio);
+	so.aio.backend = (iosched_backend)e->cfg.aio_backend;
+	so.aio.queue_depth = (unsigned)e->cfg.aio_queue_depth;
+	so.aio.block_size = (uint64_t)e->cfg.aio_block_size;
+	so.aio.thread_count = (unsigned)e->cfg.aio_thread_count;
+	so.aio.quiet = true;
+	if (e->o.fault) {
+		e->fault = *e->o.fault;
+		so.aio.fault = &e->fault;
+	}
+	char err[EMSG];
+	int rc = zinf_optstep_create(&so, &e->os, err, sizeof(err));
+	if (rc)
+		return fail(e, rc, "%s: zero_optimization.offload_optimizer (device %s): %s",
+		            e->cfg.path, oo->device == ZINF_DEVICE_NVME ? "nvme" : "cpu", err);
+	return 0;
+}
+
+/* Host copies of master, m, v (any NULL) of the rank's partition, wherever they live. */
+static int
+state_read(zinf_engine *e, float *master, float *m, float *v)
+{
+	size_t bytes = (size_t)e->N * sizeof(float);
+	if (e->os) {
+		int rc = zinf_optstep_read(e->os, master, m, v);
+		if (rc)
+			return fail(e, rc, "reading the offloaded optimizer state: %s",
+			            zinf_optstep_last_error(e->os));
+		return 0;
+	}
+	if (!on_gpu(e)) {
+		if (master)
+			memcpy(master, e->params, bytes);
+		if (m)
+			memcpy(m, e->m, bytes);
+		if (v)
+			memcpy(v, e->v, bytes);
+		return 0;
+	}
+#ifdef ZINF_HAVE_CUDA
+	float *src[3] = {e->d_master, e->d_m, e->d_v}, *dst[3] = {master, m, v};
+	for (int i = 0; i < 3; i++) {
+		if (!dst[i])
+			continue;
+		cudaError_t ce = cudaMemcpy(dst[i], src[i], bytes, cudaMemcpyDeviceToHost);
+		if (ce != cudaSuccess)
+			return fail(e, -EIO, "copying the optimizer state from the GPU: %s",
+			            cudaGetErrorString(ce));
+	}
+	return 0;
+#else
+	return fail(e, -ENODEV, "GPU engine in a build without CUDA");
+#endif
+}
+
+/* Sets master, m, v (m, v NULL: zeros) and the Adam step; refreshes the model's parameters. */
+static int
+state_write(zinf_engine *e, const float *master, const float *m, const float *v, int64_t step)
+{
+	size_t bytes = (size_t)e->N * sizeof(float);
+	if (e->os) {
+		int rc = zinf_optstep_load(e->os, master, m, v, step);
+		if (rc)
+			return fail(e, rc, "writing the offloaded optimizer state: %s",
+			            zinf_optstep_last_error(e->os));
+	}
+	if (!on_gpu(e)) {
+		if (master != e->params)
+			memcpy(e->params, master, bytes);
+		if (!e->os) {
+			if (m)
+				memcpy(e->m, m, bytes);
+			else
+				memset(e->m, 0, bytes);
+			if (v)
+				memcpy(e->v, v, bytes);
+			else
+				memset(e->v, 0, bytes);
+		}
+		return 0;
+	}
+#ifdef ZINF_HAVE_CUDA
+	uint16_t *p16 = malloc((size_t)e->N * sizeof(uint16_t));
+	if (!p16)
+		return fail(e, -ENOMEM, "out of memory for the bf16 parameter copy (%lld elements)",
+		            (long long)e->N);
+	for (int64_t i = 0; i < e->N; i++)
+		p16[i] = f32_to_bf16(master[i]);
+	cudaError_t ce = cudaMemcpy(e->d_p16, p16, (size_t)e->N * 2, cudaMemcpyHostToDevice);
+	free(p16);
+	if (ce == cudaSuccess && !e->os) {
+		ce = cudaMemcpy(e->d_master, master, bytes, cudaMemcpyHostToDevice);
+		if (ce == cudaSuccess)
+			ce = m ? cudaMemcpy(e->d_m, m, bytes, cudaMemcpyHostToDevice)
+			       : cudaMemset(e->d_m, 0, bytes);
+		if (ce == cudaSuccess)
+			ce = v ? cudaMemcpy(e->d_v, v, bytes, cudaMemcpyHostToDevice)
+			       : cudaMemset(e->d_v, 0, bytes);
+	}
+	if (ce != cudaSuccess)
+		return fail(e, -EIO, "copying the parameters to the GPU: %s", cudaGetErrorString(ce));
+	return 0;
+#else
+	return fail(e, -ENODEV, "GPU engine in a build without CUDA");
+#endif
+}
+
+/* ---- create / destroy ---------------------------------------------------------------------- */
+
+static int
+create_device(zinf_engine *e)
+{
+	char err[EMSG];
+	size_t bytes = (size_t)e->N * sizeof(float);
+	if (!on_gpu(e)) {
+		int rc = zinf_cpu_model_create(&e->mc, &e->lay, e->B, e->T, e->o.threads, &e->cpu,
+		                               err, sizeof(err));
+		if (rc)
+			return fail(e, rc, "%s", err);
+		e->params = calloc((size_t)e->N, sizeof(float));
+		e->grads = calloc((size_t)e->N, sizeof(float));
+		if (!e->os) {
+			e->m = calloc((size_t)e->N, sizeof(float));
+			e->v = calloc((size_t)e->N, sizeof(float));
+		}
+		if (e->grad_dtype == ZINF_DTYPE_FP16)
+			e->grads16 = calloc((size_t)e->N, sizeof(uint16_t));
+		if (!e->params || !e->grads || (!e->os && (!e->m || !e->v)) ||
+		    (e->grad_dtype == ZINF_DTYPE_FP16 && !e->grads16))
+			return fail(e, -ENOMEM, "out of host memory for %lld parameters (%zu bytes "
+			            "each for params, grads, Adam m and v)", (long long)e->N, bytes);
+		return 0;
+	}
+	zinf_gpu_model_opts go = {.B = e->B, .T = e->T, .recompute = e->o.recompute,
+	                          .device = e->o.gpu_device};
+	int rc = zinf_gpu_model_create(&e->mc, &e->lay, &go, &e->gpu, err, sizeof(err));
+	if (rc)
+		return fail(e, rc, "%s", err);
+#ifdef ZINF_HAVE_CUDA
+	e->stream = (cudaStream_t)zinf_gpu_model_stream(e->gpu);
+	cudaError_t ce = cudaMalloc((void **)&e->d_p16, (size_t)e->N * 2);
+	if (ce == cudaSuccess)
+		ce = cudaMalloc((void **)&e->d_grads, bytes);
+	if (ce == cudaSuccess)
+		ce = cudaMemset(e->d_grads, 0, bytes);
+	if (ce == cudaSuccess)
+		ce = cudaMalloc((void **)&e->d_stats, sizeof(zinf_grad_stats));
+	if (ce == cudaSuccess)
+		ce = cudaMalloc((void **)&e->d_scratch, sizeof(zinf_grad_scratch));
+	if (ce == cudaSuccess && !e->os) {
+		ce = cudaMalloc((void **)&e->d_master, bytes);
+		if (ce == cudaSuccess)
+			ce = cudaMalloc((void **)&e->d_m, bytes);
+		if (ce == cudaSuccess)
+			ce = cudaMalloc((void **)&e->d_v, bytes);
+	}
+	if (ce != cudaSuccess)
+		return fail(e, -ENOMEM, "GPU memory for %lld parameters (bf16 params, fp32 grads%s): "
+		            "%s; offload the optimizer state (zero_optimization.offload_optimizer."
+		            "device cpu or nvme) or pick a smaller model",
+		            (long long)e->N, e->os ? "" : ", fp32 master, m, v", cudaGetErrorString(ce));
+	return 0;
+#else
+	return fail(e, -ENODEV, "GPU engine in a build without CUDA");
+#endif
+}
+
+int
+zinf_engine_create(const zinf_model_config *mcfg, const zinf_config *cfg,
+                   const zinf_engine_opts *opts, zinf_engine **out, char *err, size_t errlen)
+{
+	*out = NULL;
+	zinf_engine_opts defaults;
+	if (!opts) {
+		zinf_engine_opts_init(&defaults);
+		opts = &defaults;
+	}
+	if (!cfg->resolved) {
+		snprintf(err, errlen, "%s: the config is not resolved: call zinf_config_resolve() "
+		         "before zinf_engine_create()", cfg->path);
+		return -EINVAL;
+	}
+	if (opts->world_size != 1 || opts->rank != 0) {
+		snprintf(err, errlen, "rank %d of world size %d: this engine runs one rank; several "
+		         "ranks need the comm layer (zinf launch, issue 8)", opts->rank,
+		         opts->world_size);
+		return -ENOTSUP;
+	}
+	if (cfg->world_size != opts->world_size) {
+		snprintf(err, errlen, "%s: resolved for %lld ranks but the engine runs %d",
+		         cfg->path, (long long)cfg->world_size, opts->world_size);
+		return -EINVAL;
+	}
+	if (opts->seq_len < 1 || opts->seq_len > mcfg->max_seq) {
+		snprintf(err, errlen, "sequence length %d: must be 1..%d (the model's max_seq); "
+		         "set --seq_len", opts->seq_len, mcfg->max_seq);
+		return -EINVAL;
+	}
+	if (cfg->offload_param.device != ZINF_DEVICE_NONE) {
+		snprintf(err, errlen, "%s: zero_optimization.offload_param.device %s: parameter "
+		         "offload is not in the engine yet; set it to \"none\" (optimizer offload "
+		         "works)", cfg->path,
+		         cfg->offload_param.device == ZINF_DEVICE_NVME ? "nvme" : "cpu");
+		return -ENOTSUP;
+	}
+	zinf_engine *e = calloc(1, sizeof(*e));
+	if (!e) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	e->mc = *mcfg;
+	e->cfg = *cfg;
+	e->o = *opts;
+	if (opts->weights)
+		snprintf(e->weights, sizeof(e->weights), "%s", opts->weights);
+	e->o.weights = e->weights;
+	e->o.fault = NULL;
+	if (opts->fault) {
+		e->fault = *opts->fault;
+		e->o.fault = &e->fault;
+	}
+	e->o.run_id = NULL;
+	if (opts->run_id) {
+		snprintf(e->run_id, sizeof(e->run_id), "%s", opts->run_id);
+		e->o.run_id = e->run_id;
+	}
+	e->B = (int)cfg->train_micro_batch_size_per_gpu;
+	e->T = opts->seq_len;
+	e->accum = cfg->gradient_accumulation_steps;
+	e->grad_dtype = (!on_gpu(e) && cfg->fp16_enabled) ? ZINF_DTYPE_FP16 : ZINF_DTYPE_FP32;
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	e->cpu_opts.nthreads = opts->threads > 0 ? opts->threads : (ncpu > 0 ? (int)ncpu : 1);
+	e->cpu_opts.isa = ZINF_CPU_ISA_AUTO;
+
+	int rc = zinf_model_layout_init(&e->mc, &e->lay, err, errlen);
+	if (rc) {
+		free(e);
+		return rc;
+	}
+	e->N = e->lay.total_numel;
+	rc = zinf_zero_partition_init(&e->part, (int)cfg->stage, opts->world_size, opts->rank,
+	                              e->lay.block_offset, e->lay.block_numel, e->lay.nblocks,
+	                              ZINF_BLOCK_ALIGN, err, errlen);
+	if (!rc && (e->part.nranges != 1 || e->part.owned_numel != e->N)) {
+		snprintf(err, errlen, "ZeRO partition of rank %d is not the whole vector at world "
+		         "size 1", opts->rank);
+		rc = -EINVAL;
+	}
+	if (rc)
+		goto fail_early;
+	rc = zinf_lr_schedule_init(&e->sched, cfg, err, errlen);
+	if (rc)
+		goto fail_early;
+	zinf_loss_scaler_init(&e->scaler, cfg);
+	e->lr = zinf_lr_schedule_lr(&e->sched);
+
+	if (cfg->offload_optimizer.device != ZINF_DEVICE_NONE) {
+		rc = optstep_open(e);
+		if (rc)
+			goto fail;
+	}
+	rc = create_device(e);
+	if (rc)
+		goto fail;
+
+	/* initial weights: the safetensors file or the family's seeded init */
+	float *init = on_gpu(e) || e->os ? malloc((size_t)e->N * sizeof(float)) : e->params;
+	if (!init) {
+		rc = fail(e, -ENOMEM, "out of memory for the initial weights");
+		goto fail;
+	}
+	memset(init, 0, (size_t)e->N * sizeof(float));
+	if (e->weights[0]) {
+		char lerr[EMSG];
+		rc = zinf_model_load_safetensors(e->weights, &e->mc, &e->lay, init, lerr,
+		                                 sizeof(lerr));
+		if (rc)
+			fail(e, rc, "%s", lerr);
+	} else {
+		zinf_model_init_params(&e->mc, &e->lay, opts->seed, init);
+	}
+	if (!rc)
+		rc = state_write(e, init, NULL, NULL, 0);
+	if (init != e->params)
+		free(init);
+	if (rc)
+		goto fail;
+	e->st.loss_scale = e->scaler.cur_scale;
+	e->st.lr = e->lr;
+	*out = e;
+	return 0;
+fail:
+	set_err_from(e, err, errlen);
+	zinf_engine_destroy(e);
+	return rc;
+fail_early:
+	zinf_zero_partition_free(&e->part);
+	zinf_model_layout_free(&e->lay);
+	free(e);
+	return rc;
+}
+
+void
+zinf_engine_destroy(zinf_engine *e)
+{
+	if (!e)
+		return;
+	if (e->cpu)
+		zinf_cpu_model_destroy(e->cpu);
+	if (e->gpu)
+		zinf_gpu_model_destroy(e->gpu);
+	if (e->os)
+		zinf_optstep_destroy(e->os);
+#ifdef ZINF_HAVE_CUDA
+	cudaFree(e->d_p16);
+	cudaFree(e->d_grads);
+	cudaFree(e->d_master);
+	cudaFree(e->d_m);
+	cudaFree(e->d_v);
+	cudaFree(e->d_stats);
+	cudaFree(e->d_scratch);
+#endif
+	free(e->params);
+	free(e->grads);
+	free(e->grads16);
+	free(e->m);
+	free(e->v);
+	zinf_zero_partition_free(&e->part);
+	zinf_model_layout_free(&e->lay);
+	free(e);
+}
+
+/* ---- forward / backward / step --------------------------------------------------------------- */
+
+static void *
+gpu_params(zinf_engine *e)
+{
+#ifdef ZINF_HAVE_CUDA
+	return e->d_p16;
+#else
+	(void)e;
+	return NULL;
+#endif
+}
+
+static float *
+gpu_grads(zinf_engine *e)
+{
+#ifdef ZINF_HAVE_CUDA
+	return e->d_grads;
+#else
+	(void)e;
+	return NULL;
+#endif
+}
+
+static int
+model_forward(zinf_engine *e, const int32_t *tokens, const int32_t *targets, float *loss)
+{
+	int rc;
+	if (!on_gpu(e)) {
+		rc = zinf_cpu_forward(e->cpu, e->params, tokens, targets, loss, NULL);
+		if (rc)
+			return fail(e, rc, "forward: %s", zinf_cpu_model_error(e->cpu));
+		return 0;
+	}
+	rc = zinf_gpu_forward(e->gpu, gpu_params(e), tokens, targets);
+	if (!rc)
+		rc = zinf_gpu_loss(e->gpu, loss);
+	if (rc)
+		return fail(e, rc, "forward: %s", zinf_gpu_model_error(e->gpu));
+	return 0;
+}
+
+int
+zinf_engine_forward(zinf_engine *e, const int32_t *tokens, const int32_t *targets, float *loss)
+{
+	double t0 = now();
+	int rc = model_forward(e, tokens, targets, loss);
+	e->have_forward = rc == 0;
+	e->st.t_forward += now() - t0;
+	return rc;
+}
+
+int
+zinf_engine_eval(zinf_engine *e, const int32_t *tokens, const int32_t *targets, float *loss)
+{
+	e->have_forward = false; /* the activations are the eval batch's now */
+	return model_forward(e, tokens, targets, loss);
+}
+
+int
+zinf_engine_backward(zinf_engine *e)
+{
+	if (!e->have_forward)
+		return fail(e, -EINVAL, "backward without a forward: call zinf_engine_forward() on "
+		            "the micro-batch first (once per backward)");
+	e->have_forward = false;
+	double t0 = now();
+	float scale = (float)(e->scaler.cur_scale / (double)e->accum);
+	int rc;
+	if (!on_gpu(e)) {
+		rc = zinf_cpu_backward(e->cpu, e->params, e->grads, scale);
+		if (rc)
+			rc = fail(e, rc, "backward: %s", zinf_cpu_model_error(e->cpu));
+	} else {
+		rc = zinf_gpu_backward(e->gpu, gpu_params(e), gpu_grads(e), scale);
+		if (rc)
+			rc = fail(e, rc, "backward: %s", zinf_gpu_model_error(e->gpu));
+	}
+	e->st.t_backward += now() - t0;
+	return rc;
+}
+
+bool
+zinf_engine_at_boundary(const zinf_engine *e)
+{
+	return (e->st.micro_steps + 1) % e->accum == 0;
+}
+
+static zinf_adam_cfg
+adam_cfg(const zinf_engine *e)
+{
+	zinf_adam_cfg a;
+	zinf_adam_cfg_init(&a);
+	a.lr = (float)e->lr;
+	a.beta1 = (float)e->cfg.betas[0];
+	a.beta2 = (float)e->cfg.betas[1];
+	a.eps = (float)e->cfg.eps;
+	a.weight_decay = (float)e->cfg.weight_decay;
+	a.step = e->st.optimizer_steps + 1;
+	a.decay = e->cfg.optimizer_type == ZINF_OPTIMIZER_ADAMW ? ZINF_ADAM_DECAY_DECOUPLED
+	                                                        : ZINF_ADAM_DECAY_L2;
+	a.grad_dtype = e->grad_dtype;
+	a.moment_dtype = ZINF_DTYPE_FP32;
+	a.param16_dtype = ZINF_DTYPE_BF16;
+	return a;
+}
+
+/* Gradient statistics at the boundary (host copy). */
+static int
+grad_stats(zinf_engine *e, zinf_grad_stats *gs)
+{
+	float scale = (float)e->scaler.cur_scale;
+	float max_norm = (float)e->cfg.gradient_clipping;
+	int rc;
+	if (!on_gpu(e)) {
+		const void *g = e->grads;
+		if (e->grad_dtype == ZINF_DTYPE_FP16) {
+			for (int64_t i = 0; i < e->N; i++) {
+				_Float16 h = (_Float16)e->grads[i]; /* past 65504: inf */
+				memcpy(&e->grads16[i], &h, 2);
+			}
+			g = e->grads16;
+		}
+		zinf_adam_chunk ch = {.grad = g, .n = e->N};
+		rc = zinf_grad_stats_cpu(&ch, 1, e->grad_dtype, scale, max_norm, &e->cpu_opts, gs);
+		if (rc)
+			return fail(e, rc, "gradient norm: error %d", rc);
+		return 0;
+	}
+#ifdef ZINF_HAVE_CUDA
+	zinf_adam_chunk ch = {.grad = e->d_grads, .n = e->N};
+	rc = zinf_grad_stats_cuda(&ch, 1, ZINF_DTYPE_FP32, scale, max_norm, e->d_stats,
+	                          e->d_scratch, e->stream);
+	if (rc)
+		return fail(e, rc, "gradient norm on the GPU: error %d", rc);
+	cudaError_t ce = cudaMemcpyAsync(gs, e->d_stats, sizeof(*gs), cudaMemcpyDeviceToHost,
+	                                 e->stream);
+	if (ce == cudaSuccess)
+		ce = cudaStreamSynchronize(e->stream);
+	if (ce != cudaSuccess)
+		return fail(e, -EIO, "gradient norm on the GPU: %s", cudaGetErrorString(ce));
+	return 0;
+#else
+	return fail(e, -ENODEV, "GPU engine in a build without CUDA");
+#endif
+}
+
+static int
+adam_apply(zinf_engine *e, const zinf_adam_cfg *a, float grad_mult)
+{
+	int rc;
+	if (e->os) {
+		const void *g;
+		void *p16 = NULL;
+		if (on_gpu(e)) {
+			g = gpu_grads(e);
+			p16 = gpu_params(e);
+#ifdef ZINF_HAVE_CUDA
+			/* the optstep runs on its own stream: the gradients must be complete */
+			cudaStreamSynchronize(e->stream);
+#endif
+		} else {
+			g = e->grad_dtype == ZINF_DTYPE_FP16 ? (const void *)e->grads16
+			                                     : (const void *)e->grads;
+		}
+		double t0 = now();
+		rc = zinf_optstep_step(e->os, g, p16, a, grad_mult);
+		zinf_optstep_stats ss;
+		zinf_optstep_get_stats(e->os, &ss);
+		for (int t = 0; t < OFFLOAD_TIER_COUNT; t++) {
+			if (t == OFFLOAD_TIER_GPU)
+				continue;
+			e->st.opt_bytes_read += ss.bytes[t][0];
+			e->st.opt_bytes_written += ss.bytes[t][1];
+		}
+		e->st.t_io += now() - t0;
+		if (rc)
+			return fail(e, rc, "optimizer step %lld failed: %s; the checkpoint written last "
+			            "is intact: resume from it with --resume",
+			            (long long)a->step, zinf_optstep_last_error(e->os));
+		if (!on_gpu(e)) {
+			/* the model computes with the offloaded master: refresh the working copy */
+			rc = zinf_optstep_read(e->os, e->params, NULL, NULL);
+			if (rc)
+				return fail(e, rc, "reading back the stepped weights: %s",
+				            zinf_optstep_last_error(e->os));
+		}
+		return 0;
+	}
+	if (!on_gpu(e)) {
+		zinf_adam_chunk ch = {.param = e->params, .m = e->m, .v = e->v,
+		                      .grad = e->grad_dtype == ZINF_DTYPE_FP16 ? (const void *)e->grads16
+		                                                                : (const void *)e->grads,
+		                      .n = e->N};
+		rc = zinf_adam_step_cpu(a, &ch, 1, grad_mult, &e->cpu_opts);
+		if (rc)
+			return fail(e, rc, "Adam step: error %d (lr %g, betas %g %g)", rc, (double)a->lr,
+			            (double)a->beta1, (double)a->beta2);
+		return 0;
+	}
+#ifdef ZINF_HAVE_CUDA
+	zinf_adam_chunk ch = {.param = e->d_master, .m = e->d_m, .v = e->d_v, .grad = e->d_grads,
+	                      .param16 = e->d_p16, .n = e->N};
+	rc = zinf_adam_step_cuda(a, &ch, 1, grad_mult, NULL, e->stream);
+	if (rc)
+		return fail(e, rc, "Adam step on the GPU: error %d", rc);
+	return 0;
+#else
+	return fail(e, -ENODEV, "GPU engine in a build without CUDA");
+#endif
+}
+
+static int
+zero_grads(zinf_engine *e)
+{
+	if (!on_gpu(e)) {
+		memset(e->grads, 0, (size_t)e->N * sizeof(float));
+		return 0;
+	}
+#ifdef ZINF_HAVE_CUDA
+	cudaError_t ce = cudaMemsetAsync(e->d_grads, 0, (size_t)e->N * sizeof(float), e->stream);
+	if (ce != cudaSuccess)
+		return fail(e, -EIO, "clearing the gradients: %s", cudaGetErrorString(ce));
+#endif
+	return 0;
+}
+
+int
+zinf_engine_step(zinf_engine *e)
+{
+	if (!zinf_engine_at_boundary(e)) {
+		e->st.micro_steps++;
+		e->st.tokens += (uint64_t)e->B * (uint64_t)e->T;
+		return 0;
+	}
+	double t0 = now();
+	zinf_grad_stats gs;
+	int rc = grad_stats(e, &gs);
+	if (rc)
+		return rc;
+	bool overflow = gs.found_inf != 0;
+	char msg[256];
+	zinf_loss_scaler saved = e->scaler;
+	rc = zinf_loss_scaler_update(&e->scaler, overflow, msg, sizeof(msg));
+	if (rc)
+		return fail(e, rc, "step %lld: %s", (long long)e->st.global_steps + 1, msg);
+	if (overflow) {
+		e->st.skipped_steps++;
+		e->st.last = ZINF_STEP_SKIPPED;
+		snprintf(e->st.last_msg, sizeof(e->st.last_msg), "step %lld: %.200s",
+		         (long long)e->st.global_steps + 1, msg);
+		e->st.grad_norm = NAN;
+	} else {
+		zinf_adam_cfg a = adam_cfg(e);
+		rc = adam_apply(e, &a, gs.grad_mult);
+		if (rc) {
+			/* the step did not happen: the scaler must not count it */
+			e->scaler = saved;
+			e->st.t_step += now() - t0;
+			return rc;
+		}
+		e->st.optimizer_steps++;
+		e->st.last = ZINF_STEP_APPLIED;
+		e->st.grad_norm = gs.norm;
+		e->st.lr = e->lr;
+		/* DeepSpeed steps the scheduler after each applied optimizer step */
+		zinf_lr_schedule_step(&e->sched);
+		if (e->sched.type != ZINF_SCHEDULER_NONE || !e->lr_overridden) {
+			e->lr = zinf_lr_schedule_lr(&e->sched);
+			e->lr_overridden = false;
+		}
+	}
+	rc = zero_grads(e);
+	e->st.loss_scale = e->scaler.cur_scale;
+	e->st.global_steps++;
+	e->st.micro_steps++;
+	e->st.tokens += (uint64_t)e->B * (uint64_t)e->T;
+	e->st.t_step += now() - t0;
+	return rc;
+}
+
+double
+zinf_engine_get_lr(const zinf_engine *e)
+{
+	return e->lr;
+}
+
+void
+zinf_engine_set_lr(zinf_engine *e, double lr)
+{
+	e->lr = lr;
+	e->lr_overridden = true;
+}
+
+void
+zinf_engine_get_stats(const zinf_engine *e, zinf_engine_stats *s)
+{
+	*s = e->st;
+}
+
+const zinf_model_config *
+zinf_engine_model(const zinf_engine *e)
+{
+	return &e->mc;
+}
+
+const zinf_model_layout *
+zinf_engine_layout(const zinf_engine *e)
+{
+	return &e->lay;
+}
+
+int
+zinf_engine_master(zinf_engine *e, float *out)
+{
+	return state_read(e, out, NULL, NULL);
+}
+
+int
+zinf_engine_micro_batch(const zinf_engine *e)
+{
+	return e->B;
+}
+
+int
+zinf_engine_seq_len(const zinf_engine *e)
+{
+	return e->T;
+}
+
+int64_t
+zinf_engine_accum_steps(const zinf_engine *e)
+{
+	return e->accum;
+}
+
+/* ---- checkpoints ------------------------------------------------------------------------ */
+
+static const char *
+precision_name(const zinf_config *c)
+{
+	return c->fp16_enabled ? "fp16" : c->bf16_enabled ? "bf16" : "fp32";
+}
+
+static const char *const sched_names[] = {"none", "WarmupLR", "WarmupDecayLR", "WarmupCosineLR"};
+
+static char *
+manifest_json(const zinf_engine *e, const char *tag)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+	if (!f)
+		return NULL;
+	const zinf_loss_scaler *ls = &e->scaler;
+	fprintf(f,
+	        "{\n"
+	        "  \"format\": \"zinf-checkpoint\",\n"
+	        "  \"version\": 1,\n"
+	        "  \"tag\": \"%s\",\n"
+	        "  \"global_steps\": %lld,\n"
+	        "  \"micro_steps\": %lld,\n"
+	        "  \"optimizer_steps\": %lld,\n"
+	        "  \"skipped_steps\": %lld,\n"
+	        "  \"tokens\": %llu,\n"
+	        "  \"world_size\": %d,\n"
+	        "  \"zero_stage\": %lld,\n"
+	        "  \"rank_files\": [\"rank0.bin\"],\n"
+	        "  \"model\": {\"name\": \"%s\", \"arch\": \"%s\", \"total_numel\": %lld, "
+	        "\"n_params\": %lld},\n"
+	        "  \"precision\": \"%s\",\n"
+	        "  \"train_micro_batch_size_per_gpu\": %d,\n"
+	        "  \"gradient_accumulation_steps\": %lld,\n"
+	        "  \"seq_len\": %d,\n"
+	        "  \"loss_scaler\": {\"dynamic\": %s, \"cur_scale\": %.17g, \"cur_hysteresis\": %lld, "
+	        "\"cur_iter\": %lld, \"last_overflow_iter\": %lld},\n"
+	        "  \"lr_scheduler\": {\"type\": \"%s\", \"last_batch_iteration\": %lld},\n"
+	        "  \"lr\": %.17g,\n"
+	        "  \"lr_overridden\": %s\n"
+	        "}\n",
+	        tag, (long long)e->st.global_steps, (long long)e->st.micro_steps,
+	        (long long)e->st.optimizer_steps, (long long)e->st.skipped_steps,
+	        (unsigned long long)e->st.tokens, e->o.world_size, (long long)e->cfg.stage,
+	        e->mc.name, e->mc.arch == ZINF_ARCH_GPT2 ? "gpt2" : "llama", (long long)e->N,
+	        (long long)e->lay.n_params, precision_name(&e->cfg), e->B, (long long)e->accum, e->T,
+	        ls->dynamic ? "true" : "false", ls->cur_scale, (long long)ls->cur_hysteresis,
+	        (long long)ls->cur_iter, (long long)ls->last_overflow_iter,
+	        sched_names[e->sched.type], (long long)e->sched.last_batch_iteration, e->lr,
+	        e->lr_overridden ? "true" : "false");
+	if (fclose(f) != 0) {
+		free(buf);
+		return NULL;
+	}
+	return buf;
+}
+
+int
+zinf_engine_save(zinf_engine *e, const char *dir, const char *tag, const void *client,
+                 size_t client_len, bool export16)
+{
+	if (e->st.micro_steps % e->accum != 0)
+		return fail(e, -EBUSY, "checkpoint at micro-step %lld: inside a gradient "
+		            "accumulation window of %lld micro-steps; save right after a boundary "
+		            "step", (long long)e->st.micro_steps, (long long)e->accum);
+	double t0 = now();
+	char tagbuf[64], tmp[4096], err[EMSG];
+	if (!tag) {
+		snprintf(tagbuf, sizeof(tagbuf), "global_step%lld", (long long)e->st.global_steps);
+		tag = tagbuf;
+	}
+	size_t bytes = (size_t)e->N * sizeof(float);
+	float *master = malloc(bytes), *m = malloc(bytes), *v = malloc(bytes);
+	char *manifest = manifest_json(e, tag);
+	int rc = 0;
+	if (!master || !m || !v || !manifest) {
+		rc = fail(e, -ENOMEM, "out of memory for the checkpoint's host copies (%zu bytes)",
+		          3 * bytes);
+		goto out;
+	}
+	rc = state_read(e, master, m, v);
+	if (rc)
+		goto out;
+	rc = zinf_ckpt_begin(dir, tag, tmp, sizeof(tmp), err, sizeof(err));
+	if (rc) {
+		fail(e, rc, "%s", err);
+		goto out;
+	}
+	zinf_ckpt_section sec[4] = {
+	        {"fp32_master", master, bytes},
+	        {"exp_avg", m, bytes},
+	        {"exp_avg_sq", v, bytes},
+	        {"client", client ? client : "", client ? client_len : 0},
+	};
+	rc = zinf_ckpt_shard_write(tmp, e->o.rank, sec, 4, err, sizeof(err));
+	if (!rc)
+		rc = zinf_ckpt_write_file(tmp, "manifest.json", manifest, strlen(manifest), err,
+		                          sizeof(err));
+	if (!rc && (export16 || e->cfg.gather_16bit_weights_on_model_save)) {
+		char path[4200];
+		snprintf(path, sizeof(path), "%s/model.safetensors", tmp);
+		rc = zinf_model_save_safetensors(path, &e->mc, &e->lay, master, ZINF_SAVE_BF16, err,
+		                                 sizeof(err));
+		if (!rc) {
+			snprintf(path, sizeof(path), "%s/config.json", tmp);
+			rc = zinf_model_config_save(&e->mc, path, err, sizeof(err));
+		}
+	}
+	if (!rc)
+		rc = zinf_ckpt_commit(dir, tag, tmp, err, sizeof(err));
+	if (rc) {
+		zinf_ckpt_abort(tmp);
+		fail(e, rc, "checkpoint %s/%s: %s", dir, tag, err);
+	}
+out:
+	free(master);
+	free(m);
+	free(v);
+	free(manifest);
+	e->st.t_io += now() - t0;
+	return rc;
+}
+
+static int
+json_num(zinf_engine *e, const cJSON *obj, const char *key, const char *path, double *out)
+{
+	const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, key);
+	if (!cJSON_IsNumber(it))
+		return fail(e, -EINVAL, "%s: \"%s\" missing or not a number", path, key);
+	*out = it->valuedouble;
+	return 0;
+}
+
+int
+zinf_engine_load(zinf_engine *e, const char *dir, void **client, size_t *client_len)
+{
+	if (client)
+		*client = NULL;
+	if (client_len)
+		*client_len = 0;
+	double t0 = now();
+	char folder[4096], path[4200], err[EMSG];
+	int rc = zinf_ckpt_find(dir, folder, sizeof(folder), err, sizeof(err));
+	if (rc)
+		return fail(e, rc, "%s", err);
+	snprintf(path, sizeof(path), "%s/manifest.json", folder);
+	char *text = NULL;
+	rc = zinf_ckpt_read_text(path, &text, err, sizeof(err));
+	if (rc)
+		return fail(e, rc, "%s", err);
+	cJSON *j = cJSON_Parse(text);
+	free(text);
+	if (!j)
+		return fail(e, -EINVAL, "%s: not valid JSON", path);
+	void *bufs[4] = {0};
+	uint64_t lens[4] = {0};
+	double num = 0;
+	const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(j, "format");
+	if (!cJSON_IsString(fmt) || strcmp(fmt->valuestring, "zinf-checkpoint")) {
+		rc = fail(e, -EINVAL, "%s: \"format\" is not \"zinf-checkpoint\"", path);
+		goto out;
+	}
+	/* what must match this engine */
+	const cJSON *model = cJSON_GetObjectItemCaseSensitive(j, "model");
+	const cJSON *prec = cJSON_GetObjectItemCaseSensitive(j, "precision");
+	if ((rc = json_num(e, model, "total_numel", path, &num)))
+		goto out;
+	if ((int64_t)num != e->N) {
+		rc = fail(e, -EINVAL, "%s: model.total_numel %lld, this model has %lld: resume with "
+		          "the --model the checkpoint was trained with", path, (long long)num,
+		          (long long)e->N);
+		goto out;
+	}
+	if (!cJSON_IsString(prec) || strcmp(prec->valuestring, precision_name(&e->cfg))) {
+		rc = fail(e, -EINVAL, "%s: precision %s, the config says %s: use the same fp16/bf16 "
+		          "blocks as the saved run", path,
+		          cJSON_IsString(prec) ? prec->valuestring : "?", precision_name(&e->cfg));
+		goto out;
+	}
+	if ((rc = json_num(e, j, "world_size", path, &num)))
+		goto out;
+	if ((int)num != e->o.world_size) {
+		rc = fail(e, -EINVAL, "%s: saved by %d ranks, resuming on %d: resharding is not "
+		          "supported yet (zinf ckpt consolidate, issue 9)", path, (int)num,
+		          e->o.world_size);
+		goto out;
+	}
+	if ((rc = json_num(e, j, "gradient_accumulation_steps", path, &num)))
+		goto out;
+	if ((int64_t)num != e->accum) {
+		rc = fail(e, -EINVAL, "%s: gradient_accumulation_steps %lld, the config says %lld: "
+		          "an accumulation window would change mid-run", path, (long long)num,
+		          (long long)e->accum);
+		goto out;
+	}
+
+	static const char *const names[4] = {"fp32_master", "exp_avg", "exp_avg_sq", "client"};
+	rc = zinf_ckpt_shard_read(folder, e->o.rank, names, 4, bufs, lens, err, sizeof(err));
+	if (rc) {
+		fail(e, rc, "%s", err);
+		goto out;
+	}
+	for (int i = 0; i < 3; i++) {
+		if (lens[i] != (uint64_t)e->N * sizeof(float)) {
+			rc = fail(e, -EINVAL, "%s/rank%d.bin: section %s has %llu bytes, want %llu",
+			          folder, e->o.rank, names[i], (unsigned long long)lens[i],
+			          (unsigned long long)e->N * sizeof(float));
+			goto out;
+		}
+	}
+	zinf_engine_stats st = e->st;
+	double v[12];
+	const cJSON *ls = cJSON_GetObjectItemCaseSensitive(j, "loss_scaler");
+	const cJSON *sc = cJSON_GetObjectItemCaseSensitive(j, "lr_scheduler");
+	if ((rc = json_num(e, j, "global_steps", path, &v[0])) ||
+	    (rc = json_num(e, j, "micro_steps", path, &v[1])) ||
+	    (rc = json_num(e, j, "optimizer_steps", path, &v[2])) ||
+	    (rc = json_num(e, j, "skipped_steps", path, &v[3])) ||
+	    (rc = json_num(e, j, "tokens", path, &v[4])) ||
+	    (rc = json_num(e, ls, "cur_scale", path, &v[5])) ||
+	    (rc = json_num(e, ls, "cur_hysteresis", path, &v[6])) ||
+	    (rc = json_num(e, ls, "cur_iter", path, &v[7])) ||
+	    (rc = json_num(e, ls, "last_overflow_iter", path, &v[8])) ||
+	    (rc = json_num(e, sc, "last_batch_iteration", path, &v[9])) ||
+	    (rc = json_num(e, j, "lr", path, &v[10])))
+		goto out;
+	rc = state_write(e, bufs[0], bufs[1], bufs[2], (int64_t)v[2]);
+	if (rc)
+		goto out;
+	rc = zero_grads(e);
+	if (rc)
+		goto out;
+	st.global_steps = (int64_t)v[0];
+	st.micro_steps = (int64_t)v[1];
+	st.optimizer_steps = (int64_t)v[2];
+	st.skipped_steps = (int64_t)v[3];
+	st.tokens = (uint64_t)v[4];
+	st.last = ZINF_STEP_NONE;
+	e->st = st;
+	e->scaler.cur_scale = v[5];
+	e->scaler.cur_hysteresis = (int64_t)v[6];
+	e->scaler.cur_iter = (int64_t)v[7];
+	e->scaler.last_overflow_iter = (int64_t)v[8];
+	e->sched.last_batch_iteration = (int64_t)v[9];
+	e->lr = v[10];
+	e->lr_overridden = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "lr_overridden"));
+	e->st.loss_scale = e->scaler.cur_scale;
+	e->st.lr = e->lr;
+	e->have_forward = false;
+	if (client) {
+		*client = bufs[3];
+		bufs[3] = NULL;
+	}
+	if (client_len)
+		*client_len = (size_t)lens[3];
+out:
+	for (int i = 0; i < 4; i++)
+		free(bufs[i]);
+	cJSON_Delete(j);
+	e->st.t_io += now() - t0;
+	return rc;
+}

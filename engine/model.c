@@ -19,8 +19,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
+
+#include "engine/safetensors.h"
 #include "model_internal.h"
 
 int
@@ -57,34 +61,11 @@ round_up_int(int v, int to)
 }
 
 static void
-gpt2_preset(zinf_model_config *c, const char *name, int V, int T, int L, int H, int C)
+base_preset(zinf_model_config *c, zinf_arch arch, const char *name, int V, int T, int L, int H,
+	    int KV, int C, int F, int hd)
 {
 	memset(c, 0, sizeof(*c));
-	c->arch = ZINF_ARCH_GPT2;
-	snprintf(c->name, sizeof(c->name), "%s", name);
-	c->vocab_size = V;
-	c->padded_vocab = round_up_int(V, ZINF_VOCAB_PAD);
-	c->max_seq = T;
-	c->n_layer = L;
-	c->n_head = H;
-	c->n_kv_head = H;
-	c->d_model = C;
-	c->d_ff = 4 * C;
-	c->head_dim = C / H;
-	c->norm_eps = 1e-5f;
-	c->init_std = 0.02f;
-	c->tied = true;
-	c->rope_scaling = ZINF_ROPE_NONE;
-	c->bos_token_id = V == 50257 ? 50256 : -1;
-	c->eos_token_id = V == 50257 ? 50256 : -1;
-}
-
-static void
-llama_preset(zinf_model_config *c, const char *name, int V, int T, int L, int H, int KV, int C,
-	     int F, int hd, float theta, bool tied)
-{
-	memset(c, 0, sizeof(*c));
-	c->arch = ZINF_ARCH_LLAMA;
+	c->arch = arch;
 	snprintf(c->name, sizeof(c->name), "%s", name);
 	c->vocab_size = V;
 	c->padded_vocab = round_up_int(V, ZINF_VOCAB_PAD);
@@ -97,11 +78,27 @@ llama_preset(zinf_model_config *c, const char *name, int V, int T, int L, int H,
 	c->head_dim = hd;
 	c->norm_eps = 1e-5f;
 	c->init_std = 0.02f;
-	c->tied = tied;
-	c->rope_theta = theta;
 	c->rope_scaling = ZINF_ROPE_NONE;
 	c->bos_token_id = -1;
 	c->eos_token_id = -1;
+}
+
+static void
+gpt2_preset(zinf_model_config *c, const char *name, int V, int T, int L, int H, int C)
+{
+	base_preset(c, ZINF_ARCH_GPT2, name, V, T, L, H, H, C, 4 * C, C / H);
+	c->tied = true;
+	if (V == 50257) /* <|endoftext|> */
+		c->bos_token_id = c->eos_token_id = 50256;
+}
+
+static void
+llama_preset(zinf_model_config *c, const char *name, int V, int T, int L, int H, int KV, int C,
+	     int F, int hd, float theta, bool tied)
+{
+	base_preset(c, ZINF_ARCH_LLAMA, name, V, T, L, H, KV, C, F, hd);
+	c->tied = tied;
+	c->rope_theta = theta;
 }
 
 static void
@@ -180,13 +177,20 @@ zinf_model_config_validate(const zinf_model_config *c, char *err, size_t errlen)
 	if (c->arch != ZINF_ARCH_GPT2 && c->arch != ZINF_ARCH_LLAMA)
 		return FAIL(-EINVAL, "model %s: arch %d is not gpt2 (0) or llama (1)", n,
 			    (int)c->arch);
+	/* messages use the config.json names of the family */
+	bool g = c->arch == ZINF_ARCH_GPT2;
 	if ((rc = check_dim(n, "vocab_size", c->vocab_size, VOCAB_MAX, err, errlen)) ||
-	    (rc = check_dim(n, "max_seq", c->max_seq, SEQ_MAX, err, errlen)) ||
-	    (rc = check_dim(n, "n_layer", c->n_layer, LAYER_MAX, err, errlen)) ||
-	    (rc = check_dim(n, "n_head", c->n_head, DIM_MAX, err, errlen)) ||
-	    (rc = check_dim(n, "n_kv_head", c->n_kv_head, DIM_MAX, err, errlen)) ||
-	    (rc = check_dim(n, "d_model", c->d_model, DIM_MAX, err, errlen)) ||
-	    (rc = check_dim(n, "d_ff", c->d_ff, 4 * DIM_MAX, err, errlen)) ||
+	    (rc = check_dim(n, g ? "n_positions" : "max_position_embeddings", c->max_seq, SEQ_MAX,
+			    err, errlen)) ||
+	    (rc = check_dim(n, g ? "n_layer" : "num_hidden_layers", c->n_layer, LAYER_MAX, err,
+			    errlen)) ||
+	    (rc = check_dim(n, g ? "n_head" : "num_attention_heads", c->n_head, DIM_MAX, err,
+			    errlen)) ||
+	    (rc = check_dim(n, g ? "n_head" : "num_key_value_heads", c->n_kv_head, DIM_MAX, err,
+			    errlen)) ||
+	    (rc = check_dim(n, g ? "n_embd" : "hidden_size", c->d_model, DIM_MAX, err, errlen)) ||
+	    (rc = check_dim(n, g ? "n_inner" : "intermediate_size", c->d_ff, 4 * DIM_MAX, err,
+			    errlen)) ||
 	    (rc = check_dim(n, "head_dim", c->head_dim, DIM_MAX, err, errlen)))
 		return rc;
 	if (c->padded_vocab != round_up_int(c->vocab_size, ZINF_VOCAB_PAD))
@@ -196,8 +200,8 @@ zinf_model_config_validate(const zinf_model_config *c, char *err, size_t errlen)
 			    round_up_int(c->vocab_size, ZINF_VOCAB_PAD));
 	if (c->n_head % c->n_kv_head)
 		return FAIL(-EINVAL,
-			    "model %s: n_head %d is not a multiple of n_kv_head %d: grouped-query "
-			    "attention needs whole groups",
+			    "model %s: num_attention_heads %d is not a multiple of "
+			    "num_key_value_heads %d: grouped-query attention needs whole groups",
 			    n, c->n_head, c->n_kv_head);
 	if ((int64_t)c->n_head * c->head_dim > DIM_MAX)
 		return FAIL(-EINVAL, "model %s: n_head*head_dim = %lld is above %d", n,
@@ -587,4 +591,494 @@ zinf_model_flops_per_token(const zinf_model_config *c, int T)
 	double per_layer = (q + 2.0 * kv) * C + C * q + mlp;
 	double N = c->n_layer * per_layer + (double)c->vocab_size * C;
 	return 6.0 * N + 12.0 * c->n_layer * (double)T * c->n_head * hd;
+}
+
+/* ---- HF config.json ---- */
+
+#define CONFIG_JSON_MAX (16u << 20)
+
+typedef struct cfgp {
+	const char *path;
+	const cJSON *root;
+	char *err;
+	size_t errlen;
+} cfgp;
+
+static const char *
+kind_of(const cJSON *v)
+{
+	if (cJSON_IsBool(v))
+		return "a boolean";
+	if (cJSON_IsNumber(v))
+		return "a number";
+	if (cJSON_IsString(v))
+		return "a string";
+	if (cJSON_IsArray(v))
+		return "an array";
+	if (cJSON_IsObject(v))
+		return "an object";
+	return "null";
+}
+
+/* An integer field; absent or null gives def. */
+static int
+get_int(cfgp *p, const cJSON *obj, const char *field, int def, int *out)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, field);
+	if (!v || cJSON_IsNull(v)) {
+		/* a token id given as null is None in HF; absent is the class default */
+		*out = v && strstr(field, "_token_id") ? -1 : def;
+		return 0;
+	}
+	/* Llama 3.1+ eos_token_id: [128001, 128008, 128009]: the first one */
+	if (cJSON_IsArray(v) && cJSON_GetArraySize(v) > 0 && strstr(field, "_token_id"))
+		v = cJSON_GetArrayItem(v, 0);
+	double d = cJSON_IsNumber(v) ? v->valuedouble : NAN;
+	if (!cJSON_IsNumber(v) || d != floor(d) || d < -2147483648.0 || d > 2147483647.0)
+		return zinf_model_fail(p->err, p->errlen, -EINVAL,
+				       "%s: %s: expected an integer, got %s%s", p->path, field,
+				       kind_of(v), cJSON_IsNumber(v) ? " out of range or fractional" : "");
+	*out = (int)d;
+	return 0;
+}
+
+static int
+get_float(cfgp *p, const cJSON *obj, const char *field, float def, float *out)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, field);
+	if (!v || cJSON_IsNull(v)) {
+		*out = def;
+		return 0;
+	}
+	if (!cJSON_IsNumber(v))
+		return zinf_model_fail(p->err, p->errlen, -EINVAL,
+				       "%s: %s: expected a number, got %s", p->path, field,
+				       kind_of(v));
+	*out = (float)v->valuedouble;
+	return 0;
+}
+
+static int
+get_bool(cfgp *p, const char *field, bool def, bool *out)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(p->root, field);
+	if (!v || cJSON_IsNull(v)) {
+		*out = def;
+		return 0;
+	}
+	if (!cJSON_IsBool(v))
+		return zinf_model_fail(p->err, p->errlen, -EINVAL,
+				       "%s: %s: expected true or false, got %s", p->path, field,
+				       kind_of(v));
+	*out = cJSON_IsTrue(v);
+	return 0;
+}
+
+static int
+get_string(cfgp *p, const cJSON *obj, const char *field, const char **out)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, field);
+	if (!v || cJSON_IsNull(v)) {
+		*out = NULL;
+		return 0;
+	}
+	if (!cJSON_IsString(v))
+		return zinf_model_fail(p->err, p->errlen, -EINVAL,
+				       "%s: %s: expected a string, got %s", p->path, field,
+				       kind_of(v));
+	*out = v->valuestring;
+	return 0;
+}
+
+/* A boolean option whose value `bad` zinf does not implement. */
+static int
+refuse_bool(cfgp *p, const char *field, bool def, bool bad, const char *fix)
+{
+	bool v;
+	int rc = get_bool(p, field, def, &v);
+	if (rc)
+		return rc;
+	if (v == bad)
+		return zinf_model_fail(p->err, p->errlen, -ENOTSUP,
+				       "%s: %s = %s is not supported: %s", p->path, field,
+				       bad ? "true" : "false", fix);
+	return 0;
+}
+
+static int
+check_act(cfgp *p, const char *field, const char *def, const char *ok1, const char *ok2)
+{
+	const char *act;
+	int rc = get_string(p, p->root, field, &act);
+	if (rc)
+		return rc;
+	if (!act)
+		act = def;
+	if (strcmp(act, ok1) && (!ok2 || strcmp(act, ok2)))
+		return zinf_model_fail(p->err, p->errlen, -ENOTSUP,
+				       "%s: %s = \"%s\" is not supported: zinf implements \"%s\"%s%s%s",
+				       p->path, field, act, ok1, ok2 ? " and \"" : "",
+				       ok2 ? ok2 : "", ok2 ? "\"" : "");
+	return 0;
+}
+
+static int
+parse_gpt2(cfgp *p, zinf_model_config *c)
+{
+	const cJSON *r = p->root;
+	int rc, inner;
+	if ((rc = get_int(p, r, "vocab_size", 50257, &c->vocab_size)) ||
+	    (rc = get_int(p, r, "n_positions", 1024, &c->max_seq)) ||
+	    (rc = get_int(p, r, "n_embd", 768, &c->d_model)) ||
+	    (rc = get_int(p, r, "n_layer", 12, &c->n_layer)) ||
+	    (rc = get_int(p, r, "n_head", 12, &c->n_head)) ||
+	    (rc = get_int(p, r, "n_inner", 0, &inner)) ||
+	    (rc = get_float(p, r, "layer_norm_epsilon", 1e-5f, &c->norm_eps)) ||
+	    (rc = get_float(p, r, "initializer_range", 0.02f, &c->init_std)) ||
+	    (rc = get_int(p, r, "bos_token_id", 50256, &c->bos_token_id)) ||
+	    (rc = get_int(p, r, "eos_token_id", 50256, &c->eos_token_id)) ||
+	    (rc = check_act(p, "activation_function", "gelu_new", "gelu_new",
+			    "gelu_pytorch_tanh")) ||
+	    (rc = refuse_bool(p, "tie_word_embeddings", true, false,
+			      "GPT-2 in zinf ties lm_head to wte; remove the field")) ||
+	    (rc = refuse_bool(p, "scale_attn_weights", true, false,
+			      "attention scores are always scaled by 1/sqrt(head_dim)")) ||
+	    (rc = refuse_bool(p, "scale_attn_by_inverse_layer_idx", false, true,
+			      "set it to false")) ||
+	    (rc = refuse_bool(p, "add_cross_attention", false, true,
+			      "zinf trains decoder-only models; set it to false")))
+		return rc;
+	c->arch = ZINF_ARCH_GPT2;
+	c->d_ff = inner > 0 ? inner : 4 * c->d_model;
+	if (inner < 0)
+		return zinf_model_fail(p->err, p->errlen, -EINVAL,
+				       "%s: n_inner = %d must be positive or null (4*n_embd)",
+				       p->path, inner);
+	c->n_kv_head = c->n_head;
+	c->head_dim = c->n_head > 0 ? c->d_model / c->n_head : 0;
+	if (c->n_head > 0 && c->d_model % c->n_head)
+		return zinf_model_fail(p->err, p->errlen, -EINVAL,
+				       "%s: n_embd = %d is not a multiple of n_head = %d", p->path,
+				       c->d_model, c->n_head);
+	c->tied = true;
+	return 0;
+}
+
+static int
+parse_rope_scaling(cfgp *p, zinf_model_config *c)
+{
+	const cJSON *rs = cJSON_GetObjectItemCaseSensitive(p->root, "rope_scaling");
+	c->rope_scaling = ZINF_ROPE_NONE;
+	if (!rs || cJSON_IsNull(rs))
+		return 0;
+	if (!cJSON_IsObject(rs))
+		return zinf_model_fail(p->err, p->errlen, -EINVAL,
+				       "%s: rope_scaling: expected an object or null, got %s",
+				       p->path, kind_of(rs));
+	const char *type;
+	int rc = get_string(p, rs, "rope_type", &type);
+	if (!rc && !type)
+		rc = get_string(p, rs, "type", &type); /* older transformers */
+	if (rc)
+		return rc;
+	if (type && !strcmp(type, "default"))
+		return 0;
+	if (!type || strcmp(type, "llama3"))
+		return zinf_model_fail(p->err, p->errlen, -ENOTSUP,
+				       "%s: rope_scaling.rope_type = \"%s\" is not supported: zinf "
+				       "implements \"llama3\" and \"default\" (or rope_scaling null)",
+				       p->path, type ? type : "(missing)");
+	static const char *const need[] = {"factor", "low_freq_factor", "high_freq_factor",
+					   "original_max_position_embeddings"};
+	for (int i = 0; i < 4; i++)
+		if (!cJSON_GetObjectItemCaseSensitive(rs, need[i]))
+			return zinf_model_fail(p->err, p->errlen, -EINVAL,
+					       "%s: rope_scaling.%s is missing: llama3 scaling "
+					       "needs factor, low_freq_factor, high_freq_factor and "
+					       "original_max_position_embeddings",
+					       p->path, need[i]);
+	c->rope_scaling = ZINF_ROPE_LLAMA3;
+	if ((rc = get_float(p, rs, "factor", 0, &c->rope_factor)) ||
+	    (rc = get_float(p, rs, "low_freq_factor", 0, &c->rope_low_freq_factor)) ||
+	    (rc = get_float(p, rs, "high_freq_factor", 0, &c->rope_high_freq_factor)) ||
+	    (rc = get_int(p, rs, "original_max_position_embeddings", 0,
+			  &c->rope_original_max_pos)))
+		return rc;
+	return 0;
+}
+
+static int
+parse_llama(cfgp *p, zinf_model_config *c)
+{
+	const cJSON *r = p->root;
+	int rc, hd, tp;
+	if ((rc = get_int(p, r, "vocab_size", 32000, &c->vocab_size)) ||
+	    (rc = get_int(p, r, "max_position_embeddings", 2048, &c->max_seq)) ||
+	    (rc = get_int(p, r, "hidden_size", 4096, &c->d_model)) ||
+	    (rc = get_int(p, r, "intermediate_size", 11008, &c->d_ff)) ||
+	    (rc = get_int(p, r, "num_hidden_layers", 32, &c->n_layer)) ||
+	    (rc = get_int(p, r, "num_attention_heads", 32, &c->n_head)) ||
+	    (rc = get_int(p, r, "num_key_value_heads", c->n_head, &c->n_kv_head)) ||
+	    (rc = get_int(p, r, "head_dim", 0, &hd)) ||
+	    (rc = get_int(p, r, "pretraining_tp", 1, &tp)) ||
+	    (rc = get_float(p, r, "rms_norm_eps", 1e-6f, &c->norm_eps)) ||
+	    (rc = get_float(p, r, "initializer_range", 0.02f, &c->init_std)) ||
+	    (rc = get_float(p, r, "rope_theta", 10000.0f, &c->rope_theta)) ||
+	    (rc = get_bool(p, "tie_word_embeddings", false, &c->tied)) ||
+	    (rc = get_int(p, r, "bos_token_id", 1, &c->bos_token_id)) ||
+	    (rc = get_int(p, r, "eos_token_id", 2, &c->eos_token_id)) ||
+	    (rc = check_act(p, "hidden_act", "silu", "silu", NULL)) ||
+	    (rc = refuse_bool(p, "attention_bias", false, true,
+			      "zinf's LLaMA has no attention biases; set it to false")) ||
+	    (rc = refuse_bool(p, "mlp_bias", false, true,
+			      "zinf's LLaMA has no MLP biases; set it to false")) ||
+	    (rc = parse_rope_scaling(p, c)))
+		return rc;
+	c->arch = ZINF_ARCH_LLAMA;
+	if (hd < 0)
+		return zinf_model_fail(p->err, p->errlen, -EINVAL,
+				       "%s: head_dim = %d must be positive or null", p->path, hd);
+	if (hd > 0) {
+		c->head_dim = hd;
+	} else {
+		if (c->n_head <= 0 || c->d_model % c->n_head)
+			return zinf_model_fail(p->err, p->errlen, -EINVAL,
+					       "%s: hidden_size = %d is not a multiple of "
+					       "num_attention_heads = %d: set head_dim",
+					       p->path, c->d_model, c->n_head);
+		c->head_dim = c->d_model / c->n_head;
+	}
+	(void)tp; /* pretraining_tp only splits HF's matmuls; the math is the same */
+	return 0;
+}
+
+static void
+set_name(zinf_model_config *c, const char *name_or_path, const char *config_path)
+{
+	if (name_or_path && *name_or_path) {
+		snprintf(c->name, sizeof(c->name), "%s", name_or_path);
+		return;
+	}
+	/* the folder holding config.json */
+	char dir[4096];
+	snprintf(dir, sizeof(dir), "%s", config_path);
+	char *slash = strrchr(dir, '/');
+	if (slash)
+		*slash = 0;
+	else
+		snprintf(dir, sizeof(dir), ".");
+	while (strlen(dir) > 1 && dir[strlen(dir) - 1] == '/')
+		dir[strlen(dir) - 1] = 0;
+	const char *base = strrchr(dir, '/');
+	snprintf(c->name, sizeof(c->name), "%.63s", base && base[1] ? base + 1 : dir);
+}
+
+int
+zinf_model_config_load(const char *path, zinf_model_config *c, char *err, size_t errlen)
+{
+	char *buf;
+	size_t len;
+	int rc = zinf_read_file(path, CONFIG_JSON_MAX, &buf, &len, err, errlen);
+	if (rc)
+		return rc;
+	memset(c, 0, sizeof(*c));
+	const char *end = NULL;
+	cJSON *root = cJSON_ParseWithOpts(buf, &end, 1);
+	if (!root || !cJSON_IsObject(root)) {
+		size_t at = root ? 0 : (size_t)((end ? end : buf + len) - buf);
+		cJSON_Delete(root);
+		free(buf);
+		if (at || !len)
+			return FAIL(-EINVAL,
+				    "%s: malformed JSON at byte %zu: an HF config.json is one "
+				    "object { ... }",
+				    path, at);
+		return FAIL(-EINVAL, "%s: the top level is not an object: an HF config.json is "
+				     "one object { ... }", path);
+	}
+	cfgp p = {.path = path, .root = root, .err = err, .errlen = errlen};
+	const char *type, *name;
+	rc = get_string(&p, root, "model_type", &type);
+	if (!rc)
+		rc = get_string(&p, root, "_name_or_path", &name);
+	if (!rc && !type)
+		rc = FAIL(-EINVAL, "%s: model_type is missing: set it to \"gpt2\" or \"llama\"",
+			  path);
+	if (!rc) {
+		if (!strcmp(type, "gpt2"))
+			rc = parse_gpt2(&p, c);
+		else if (!strcmp(type, "llama"))
+			rc = parse_llama(&p, c);
+		else
+			rc = FAIL(-ENOTSUP,
+				  "%s: model_type = \"%s\" is not supported: zinf trains \"gpt2\" "
+				  "and \"llama\" models",
+				  path, type);
+	}
+	if (!rc) {
+		set_name(c, name, path);
+		c->padded_vocab = round_up_int(c->vocab_size > 0 ? c->vocab_size : 1,
+					       ZINF_VOCAB_PAD);
+		rc = zinf_model_config_validate(c, err, errlen);
+		if (rc) { /* the message names the model; put the file first */
+			char tmp[512];
+			snprintf(tmp, sizeof(tmp), "%s", err);
+			FAIL(rc, "%s: %s", path, tmp);
+		}
+	}
+	cJSON_Delete(root);
+	free(buf);
+	return rc;
+}
+
+/* The shortest decimal that reads back as the same float, as a JSON number with a '.' or an
+ * exponent so Python reads a float. */
+static cJSON *
+float_item(float v)
+{
+	char s[48];
+	for (int prec = 6; prec <= 9; prec++) {
+		snprintf(s, sizeof(s), "%.*g", prec, (double)v);
+		if (strtof(s, NULL) == v)
+			break;
+	}
+	if (!strpbrk(s, ".e"))
+		strcat(s, ".0");
+	return cJSON_CreateRaw(s);
+}
+
+static void
+add_int_or_null(cJSON *o, const char *k, int v)
+{
+	if (v < 0)
+		cJSON_AddNullToObject(o, k);
+	else
+		cJSON_AddNumberToObject(o, k, v);
+}
+
+int
+zinf_model_config_save(const zinf_model_config *c, const char *path, char *err, size_t errlen)
+{
+	int rc = zinf_model_config_validate(c, err, errlen);
+	if (rc)
+		return rc;
+	cJSON *o = cJSON_CreateObject();
+	cJSON *arch = cJSON_CreateArray();
+	bool gpt2 = c->arch == ZINF_ARCH_GPT2;
+	cJSON_AddItemToArray(arch, cJSON_CreateString(gpt2 ? "GPT2LMHeadModel"
+							    : "LlamaForCausalLM"));
+	cJSON_AddItemToObject(o, "architectures", arch);
+	cJSON_AddStringToObject(o, "model_type", gpt2 ? "gpt2" : "llama");
+	cJSON_AddStringToObject(o, "_name_or_path", c->name);
+	cJSON_AddNumberToObject(o, "vocab_size", c->vocab_size);
+	if (gpt2) {
+		cJSON_AddNumberToObject(o, "n_positions", c->max_seq);
+		cJSON_AddNumberToObject(o, "n_ctx", c->max_seq);
+		cJSON_AddNumberToObject(o, "n_embd", c->d_model);
+		cJSON_AddNumberToObject(o, "n_layer", c->n_layer);
+		cJSON_AddNumberToObject(o, "n_head", c->n_head);
+		if (c->d_ff == 4 * c->d_model)
+			cJSON_AddNullToObject(o, "n_inner");
+		else
+			cJSON_AddNumberToObject(o, "n_inner", c->d_ff);
+		cJSON_AddStringToObject(o, "activation_function", "gelu_new");
+		cJSON_AddItemToObject(o, "layer_norm_epsilon", float_item(c->norm_eps));
+		/* zinf trains without dropout */
+		cJSON_AddItemToObject(o, "resid_pdrop", float_item(0.0f));
+		cJSON_AddItemToObject(o, "embd_pdrop", float_item(0.0f));
+		cJSON_AddItemToObject(o, "attn_pdrop", float_item(0.0f));
+		cJSON_AddTrueToObject(o, "scale_attn_weights");
+	} else {
+		cJSON_AddNumberToObject(o, "max_position_embeddings", c->max_seq);
+		cJSON_AddNumberToObject(o, "hidden_size", c->d_model);
+		cJSON_AddNumberToObject(o, "intermediate_size", c->d_ff);
+		cJSON_AddNumberToObject(o, "num_hidden_layers", c->n_layer);
+		cJSON_AddNumberToObject(o, "num_attention_heads", c->n_head);
+		cJSON_AddNumberToObject(o, "num_key_value_heads", c->n_kv_head);
+		cJSON_AddNumberToObject(o, "head_dim", c->head_dim);
+		cJSON_AddStringToObject(o, "hidden_act", "silu");
+		cJSON_AddItemToObject(o, "rms_norm_eps", float_item(c->norm_eps));
+		cJSON_AddItemToObject(o, "rope_theta", float_item(c->rope_theta));
+		if (c->rope_scaling == ZINF_ROPE_LLAMA3) {
+			cJSON *rs = cJSON_CreateObject();
+			cJSON_AddStringToObject(rs, "rope_type", "llama3");
+			cJSON_AddItemToObject(rs, "factor", float_item(c->rope_factor));
+			cJSON_AddItemToObject(rs, "low_freq_factor",
+					      float_item(c->rope_low_freq_factor));
+			cJSON_AddItemToObject(rs, "high_freq_factor",
+					      float_item(c->rope_high_freq_factor));
+			cJSON_AddNumberToObject(rs, "original_max_position_embeddings",
+						c->rope_original_max_pos);
+			cJSON_AddItemToObject(o, "rope_scaling", rs);
+		} else {
+			cJSON_AddNullToObject(o, "rope_scaling");
+		}
+		cJSON_AddFalseToObject(o, "attention_bias");
+		cJSON_AddFalseToObject(o, "mlp_bias");
+		cJSON_AddItemToObject(o, "attention_dropout", float_item(0.0f));
+		cJSON_AddNumberToObject(o, "pretraining_tp", 1);
+	}
+	cJSON_AddItemToObject(o, "initializer_range", float_item(c->init_std));
+	cJSON_AddBoolToObject(o, "tie_word_embeddings", c->tied);
+	add_int_or_null(o, "bos_token_id", c->bos_token_id);
+	add_int_or_null(o, "eos_token_id", c->eos_token_id);
+	cJSON_AddTrueToObject(o, "use_cache");
+	char *text = cJSON_Print(o);
+	cJSON_Delete(o);
+	if (!text)
+		return FAIL(-ENOMEM, "%s: out of memory formatting config.json", path);
+	size_t n = strlen(text);
+	char *withnl = realloc(text, n + 2);
+	if (!withnl) {
+		free(text);
+		return FAIL(-ENOMEM, "%s: out of memory formatting config.json", path);
+	}
+	withnl[n] = '\n';
+	withnl[n + 1] = 0;
+	rc = zinf_write_file_atomic(path, withnl, n + 1, err, errlen);
+	free(withnl);
+	return rc;
+}
+
+int
+zinf_model_resolve(const char *model, zinf_model_config *cfg, char *weights, size_t weightslen,
+		   char *err, size_t errlen)
+{
+	if (weights && weightslen)
+		weights[0] = 0;
+	struct stat st;
+	if (stat(model, &st) || !S_ISDIR(st.st_mode)) {
+		if (!strchr(model, '/'))
+			return zinf_model_preset(model, cfg, err, errlen);
+		return FAIL(-ENOENT,
+			    "model '%s': not a folder with config.json (and not a preset name: "
+			    "`zinf` lists presets in its help)",
+			    model);
+	}
+	char path[4096];
+	int n = snprintf(path, sizeof(path), "%s/config.json", model);
+	if (n < 0 || (size_t)n >= sizeof(path))
+		return FAIL(-ENAMETOOLONG, "model folder '%s': path too long", model);
+	if (access(path, R_OK))
+		return FAIL(-ENOENT,
+			    "%s: missing: a model folder holds an HF config.json (and optionally "
+			    "model.safetensors)",
+			    path);
+	int rc = zinf_model_config_load(path, cfg, err, errlen);
+	if (rc)
+		return rc;
+	snprintf(path, sizeof(path), "%s/model.safetensors", model);
+	if (!access(path, F_OK)) {
+		if (weights && (size_t)snprintf(weights, weightslen, "%s", path) >= weightslen)
+			return FAIL(-ENAMETOOLONG, "%s: path longer than %zu bytes", path,
+				    weightslen);
+		return 0;
+	}
+	snprintf(path, sizeof(path), "%s/model.safetensors.index.json", model);
+	if (!access(path, F_OK))
+		return FAIL(-ENOTSUP,
+			    "%s: sharded checkpoints are not supported yet: merge the shards into "
+			    "one model.safetensors",
+			    path);
+	return 0;
 }

@@ -18,4 +18,10 @@ void zinf_model_normal_fill(uint64_t key, int64_t from, int64_t to, float std, f
 /* Zeroes alignment gaps, block tails and padded vocabulary rows. */
 void zinf_model_zero_padding(const zinf_model_layout *lay, float *params);
 
+/* fp32 <-> bf16 / f16, rounding to nearest even; NaN stays NaN, overflow becomes infinity. */
+uint16_t zinf_f32_to_bf16(float f);
+float zinf_bf16_to_f32(uint16_t h);
+uint16_t zinf_f32_to_f16(float f);
+float zinf_f16_to_f32(uint16_t h);
+
 #endif

@@ -232,6 +232,17 @@ axpy(float *restrict y, float a, const float *restrict x, int n)
 		y[i] += a * x[i];
 }
 
+/* y += a0 x0 + a1 x1 + a2 x2 + a3 x3, added left to right: bitwise the same as four axpy()
+ * calls in that order, with a quarter of the loads and stores of y. */
+static inline void
+axpy4(float *restrict y, const float *a, const float *restrict x0, const float *restrict x1,
+      const float *restrict x2, const float *restrict x3, int n)
+{
+	const float a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3];
+	for (int i = 0; i < n; i++)
+		y[i] = (((y[i] + a0 * x0[i]) + a1 * x1[i]) + a2 * x2[i]) + a3 * x3[i];
+}
+
 static inline int64_t
 ceil_div(int64_t a, int64_t b)
 {
@@ -507,8 +518,12 @@ lin_bwd_dx_tiles(void *arg, int64_t tb, int64_t te)
 			for (int n = n0; n < n1; n++) {
 				float *dx = c->dx + (int64_t)n * I;
 				const float *dy = c->dout + (int64_t)n * O;
-				for (int o = o0; o < o1; o++)
-					axpy(dx, dy[o], c->w + (int64_t)o * I, I);
+				const float *w = c->w + (int64_t)o0 * I;
+				int o = o0;
+				for (; o + 4 <= o1; o += 4, w += 4 * I)
+					axpy4(dx, dy + o, w, w + I, w + 2 * I, w + 3 * I, I);
+				for (; o < o1; o++, w += I)
+					axpy(dx, dy[o], w, I);
 			}
 		}
 	}
@@ -528,7 +543,17 @@ lin_bwd_dw_tiles(void *arg, int64_t tb, int64_t te)
 		float bacc[LIN_WO] = {0};
 		for (int o = o0; o < o1; o++)
 			memset(acc[o - o0], 0, sizeof(acc[0]));
-		for (int64_t n = 0; n < c->N; n++) {
+		int64_t n = 0;
+		for (; n + 4 <= c->N; n += 4) {
+			const float *xr = c->x + n * I + i0;
+			const float *dy = c->dout + n * O;
+			for (int o = o0; o < o1; o++) {
+				float a[4] = {dy[o], dy[O + o], dy[2 * O + o], dy[3 * O + o]};
+				axpy4(acc[o - o0], a, xr, xr + I, xr + 2 * I, xr + 3 * I, i1 - i0);
+				bacc[o - o0] = (((bacc[o - o0] + a[0]) + a[1]) + a[2]) + a[3];
+			}
+		}
+		for (; n < c->N; n++) {
 			const float *xr = c->x + n * I + i0;
 			const float *dy = c->dout + n * O;
 			for (int o = o0; o < o1; o++) {

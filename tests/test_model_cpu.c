@@ -8,6 +8,8 @@
  *        max_seq, ignored targets), the largest-gradient entry and random entries of every
  *        tensor; backward accumulates (twice = 2x); padding rows untouched; bitwise the same
  *        results for 1, 2 and 5 threads; -EINVAL for out-of-range ids and bad shapes.
+ *   fixtures: loss, logits and every gradient against PyTorch/HF (tests/fixtures/models/),
+ *        relative error <= 1e-4.
  *
  * Finite differences run on the fp32 model, so the tolerance is set by fp32 rounding of the
  * loss (~1e-6 absolute) over the step: breaking any gradient by a factor (tried: dropping
@@ -15,6 +17,7 @@
 #include <math.h>
 
 #include "engine/model_cpu.h"
+#include "engine/safetensors.h"
 #include "kernels/ops_cpu.h"
 #include "test_util.h"
 
@@ -793,6 +796,141 @@ test_models(void)
 	}
 }
 
+/* ---- PyTorch / HF fixtures --------------------------------------------------------------- */
+
+static int
+read_f32(const zinf_st_file *f, const char *name, float *out, int64_t n)
+{
+	char err[512];
+	const zinf_st_tensor *t = zinf_st_find(f, name);
+	if (!t || t->dtype != ZINF_ST_F32 || t->numel != n) {
+		fprintf(stderr, "%s: tensor %s missing or not F32 [%lld]\n", f->path, name,
+			(long long)n);
+		return -EINVAL;
+	}
+	int rc = zinf_st_read(f, t, 0, out, (size_t)n * 4, err, sizeof err);
+	if (rc)
+		fprintf(stderr, "%s\n", err);
+	return rc;
+}
+
+/* The reference gradients, stored under the parameters' HF names in the HF layout (GPT-2
+ * Conv1D [in, out], unpadded vocab rows; a tied lm_head is absent), into the flat layout. Read
+ * here rather than with the weights loader so a loader bug cannot hide a gradient bug. */
+static int
+read_grads(const zinf_st_file *f, const zinf_model_layout *lay, float *g)
+{
+	for (int i = 0; i < lay->ntensors; i++) {
+		const zinf_tensor_desc *d = &lay->tensors[i];
+		int64_t n = real_numel(d);
+		float *tmp = zeros(n);
+		int rc = read_f32(f, d->hf_name, tmp, n);
+		if (!rc && d->hf_transposed) { /* file [in, out] -> zinf [out, in] */
+			int64_t rows = d->shape[0], cols = d->shape[1];
+			for (int64_t r = 0; r < rows; r++)
+				for (int64_t c = 0; c < cols; c++)
+					g[d->offset + r * cols + c] = tmp[c * rows + r];
+		} else if (!rc) {
+			memcpy(g + d->offset, tmp, (size_t)n * sizeof(float));
+		}
+		free(tmp);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+/* max |got - want| / max |want| over a tensor: one scale per tensor, so entries near zero
+ * do not dominate. */
+static double
+rel_err(const float *got, const float *want, int64_t n)
+{
+	double e = 0, s = 0;
+	for (int64_t i = 0; i < n; i++) {
+		e = fmax(e, fabs((double)got[i] - want[i]));
+		s = fmax(s, fabs((double)want[i]));
+	}
+	return s > 0 ? e / s : e;
+}
+
+static void
+test_fixture(const char *name)
+{
+	char dir[1024], path[1200], err[512], weights[1200];
+	snprintf(dir, sizeof dir, "%s/tests/fixtures/models/%s", ZINF_SOURCE_DIR, name);
+	zinf_model_config cfg;
+	zinf_model_layout lay;
+	int rc = zinf_model_resolve(dir, &cfg, weights, sizeof weights, err, sizeof err);
+	T_CHECK(rc == 0, "%s: %s", name, err);
+	if (rc)
+		return;
+	rc = zinf_model_layout_init(&cfg, &lay, err, sizeof err);
+	T_CHECK(rc == 0, "%s: %s", name, err);
+	if (rc)
+		return;
+	float *p = zeros(lay.total_numel), *g = zeros(lay.total_numel);
+	float *gref = zeros(lay.total_numel);
+	rc = zinf_model_load_safetensors(weights, &cfg, &lay, p, err, sizeof err);
+	T_CHECK(rc == 0, "%s: %s", name, err);
+
+	int32_t hdr[4], *tok = NULL, *tgt = NULL;
+	snprintf(path, sizeof path, "%s/batch.bin", dir);
+	FILE *fb = fopen(path, "rb");
+	T_CHECK(fb && fread(hdr, 4, 4, fb) == 4 && hdr[0] == 0x5A424154 && hdr[1] == 1,
+		"%s: bad header", path);
+	int B = fb ? hdr[2] : 0, T = fb ? hdr[3] : 0;
+	if (!rc && fb && B > 0 && T > 0) {
+		tok = malloc((size_t)B * T * 4), tgt = malloc((size_t)B * T * 4);
+		T_CHECK(fread(tok, 4, (size_t)B * T, fb) == (size_t)B * T &&
+				fread(tgt, 4, (size_t)B * T, fb) == (size_t)B * T,
+			"%s: short", path);
+	}
+	if (fb)
+		fclose(fb);
+
+	zinf_st_file ref;
+	snprintf(path, sizeof path, "%s/reference.safetensors", dir);
+	if (!rc && tok && zinf_st_open(path, &ref, err, sizeof err) == 0) {
+		int64_t NL = (int64_t)B * T * cfg.vocab_size;
+		float want_loss, *want_logits = zeros(NL), *logits = zeros(NL), loss;
+		if (!read_f32(&ref, "loss", &want_loss, 1) &&
+		    !read_f32(&ref, "logits", want_logits, NL) && !read_grads(&ref, &lay, gref) &&
+		    !run_model(&cfg, &lay, B, T, 2, p, tok, tgt, &loss, logits, g, 0)) {
+			zinf_cpu_model *m;
+			/* grad_scale 1 (run_model uses 0.5 for the properties test) */
+			T_CHECK(zinf_cpu_model_create(&cfg, &lay, B, T, 2, &m, err, sizeof err) == 0,
+				"%s", err);
+			T_CHECK(zinf_cpu_forward(m, p, tok, tgt, &loss, NULL) == 0 &&
+					zinf_cpu_backward(m, p, g, 1.0f) == 0,
+				"%s", zinf_cpu_model_error(m));
+			zinf_cpu_model_destroy(m);
+			double el = fabs(loss - want_loss) / fabs(want_loss);
+			double eg = rel_err(logits, want_logits, NL);
+			T_CHECK(el <= 1e-4, "%s: loss %.7g, PyTorch %.7g", name, loss, want_loss);
+			T_CHECK(eg <= 1e-4, "%s: logits relative error %.3g", name, eg);
+			double worst = 0;
+			const char *wname = "";
+			for (int i = 0; i < lay.ntensors; i++) {
+				const zinf_tensor_desc *d = &lay.tensors[i];
+				double e = rel_err(g + d->offset, gref + d->offset, real_numel(d));
+				T_CHECK(e <= 1e-4, "%s: gradient of %s: relative error %.3g", name,
+					d->hf_name, e);
+				if (e >= worst)
+					worst = e, wname = d->hf_name;
+			}
+			printf("fixture %s: loss %.6f (PyTorch %.6f), logits rel err %.2g, worst "
+			       "gradient rel err %.2g (%s)\n",
+			       name, loss, want_loss, eg, worst, wname);
+		}
+		free(want_logits), free(logits);
+		zinf_st_close(&ref);
+	} else if (!rc && tok) {
+		T_CHECK(0, "%s", err);
+	}
+	free(tok), free(tgt), free(p), free(g), free(gref);
+	zinf_model_layout_free(&lay);
+}
+
 int
 main(void)
 {
@@ -807,5 +945,9 @@ main(void)
 	test_ce_embed(pool);
 	zinf_pool_destroy(pool);
 	test_models();
+	const char *fixtures[] = {"gpt2-small", "llama-gqa-tied", "llama-gqa-untied",
+				  "llama-rope3"};
+	for (int i = 0; i < 4; i++)
+		test_fixture(fixtures[i]);
 	return t_result("test_model_cpu");
 }

@@ -767,16 +767,23 @@ parse_gpt2(cfgp *p, zinf_model_config *c)
 static int
 parse_rope_scaling(cfgp *p, zinf_model_config *c)
 {
-	const cJSON *rs = cJSON_GetObjectItemCaseSensitive(p->root, "rope_scaling");
+	/* transformers 5 writes rope_parameters {rope_type, rope_theta, factor, ...}; older
+	 * versions rope_theta at the top and rope_scaling (null for the default) */
+	const char *key = "rope_parameters";
+	const cJSON *rs = cJSON_GetObjectItemCaseSensitive(p->root, key);
+	if (!rs || cJSON_IsNull(rs))
+		rs = cJSON_GetObjectItemCaseSensitive(p->root, key = "rope_scaling");
 	c->rope_scaling = ZINF_ROPE_NONE;
 	if (!rs || cJSON_IsNull(rs))
 		return 0;
 	if (!cJSON_IsObject(rs))
 		return zinf_model_fail(p->err, p->errlen, -EINVAL,
-				       "%s: rope_scaling: expected an object or null, got %s",
-				       p->path, kind_of(rs));
+				       "%s: %s: expected an object or null, got %s", p->path, key,
+				       kind_of(rs));
 	const char *type;
-	int rc = get_string(p, rs, "rope_type", &type);
+	int rc = get_float(p, rs, "rope_theta", c->rope_theta, &c->rope_theta);
+	if (!rc)
+		rc = get_string(p, rs, "rope_type", &type);
 	if (!rc && !type)
 		rc = get_string(p, rs, "type", &type); /* older transformers */
 	if (rc)
@@ -785,18 +792,18 @@ parse_rope_scaling(cfgp *p, zinf_model_config *c)
 		return 0;
 	if (!type || strcmp(type, "llama3"))
 		return zinf_model_fail(p->err, p->errlen, -ENOTSUP,
-				       "%s: rope_scaling.rope_type = \"%s\" is not supported: zinf "
-				       "implements \"llama3\" and \"default\" (or rope_scaling null)",
-				       p->path, type ? type : "(missing)");
+				       "%s: %s.rope_type = \"%s\" is not supported: zinf "
+				       "implements \"llama3\" and \"default\"",
+				       p->path, key, type ? type : "(missing)");
 	static const char *const need[] = {"factor", "low_freq_factor", "high_freq_factor",
 					   "original_max_position_embeddings"};
 	for (int i = 0; i < 4; i++)
 		if (!cJSON_GetObjectItemCaseSensitive(rs, need[i]))
 			return zinf_model_fail(p->err, p->errlen, -EINVAL,
-					       "%s: rope_scaling.%s is missing: llama3 scaling "
-					       "needs factor, low_freq_factor, high_freq_factor and "
+					       "%s: %s.%s is missing: llama3 scaling needs "
+					       "factor, low_freq_factor, high_freq_factor and "
 					       "original_max_position_embeddings",
-					       p->path, need[i]);
+					       p->path, key, need[i]);
 	c->rope_scaling = ZINF_ROPE_LLAMA3;
 	if ((rc = get_float(p, rs, "factor", 0, &c->rope_factor)) ||
 	    (rc = get_float(p, rs, "low_freq_factor", 0, &c->rope_low_freq_factor)) ||

@@ -468,6 +468,25 @@ test_config_json(void)
 	zinf_model_preset("llama-1b", &a, err, sizeof(err));
 	same_config(&a, &b, "Llama-3.2-1B");
 
+	/* transformers 5 writes rope_parameters (this is its save of the Llama-3.2-1B config) */
+	write_text(tpath("config.json"),
+		   "{\"architectures\": [\"LlamaForCausalLM\"], \"attention_bias\": false,"
+		   " \"attention_dropout\": 0.0, \"bos_token_id\": 128000, \"eos_token_id\": 128001,"
+		   " \"head_dim\": 64, \"hidden_act\": \"silu\", \"hidden_size\": 2048,"
+		   " \"initializer_range\": 0.02, \"intermediate_size\": 8192,"
+		   " \"max_position_embeddings\": 131072, \"mlp_bias\": false,"
+		   " \"model_type\": \"llama\", \"num_attention_heads\": 32,"
+		   " \"num_hidden_layers\": 16, \"num_key_value_heads\": 8, \"pad_token_id\": null,"
+		   " \"pretraining_tp\": 1, \"rms_norm_eps\": 1e-05, \"rope_parameters\": {"
+		   "\"factor\": 32.0, \"high_freq_factor\": 4.0, \"low_freq_factor\": 1.0,"
+		   " \"original_max_position_embeddings\": 8192, \"rope_theta\": 500000.0,"
+		   " \"rope_type\": \"llama3\"}, \"tie_word_embeddings\": true,"
+		   " \"transformers_version\": \"5.24.0\", \"use_cache\": true,"
+		   " \"vocab_size\": 128256}");
+	T_CHECK(zinf_model_config_load(tpath("config.json"), &b, err, sizeof(err)) == 0, "%s",
+		err);
+	same_config(&a, &b, "Llama-3.2-1B via transformers 5");
+
 	/* Llama 3.1 style eos list; legacy rope "type"; defaults for absent fields */
 	write_text(tpath("config.json"),
 		   "{\"model_type\": \"llama\", \"hidden_size\": 256, \"intermediate_size\": 512,"
@@ -491,6 +510,9 @@ test_config_json(void)
 		{"{\"model_type\": \"llama\", \"rope_scaling\": {\"rope_type\": \"yarn\", "
 		 "\"factor\": 4.0}}",
 		 "rope_scaling.rope_type", "yarn"},
+		{"{\"model_type\": \"llama\", \"rope_parameters\": {\"rope_type\": \"linear\", "
+		 "\"rope_theta\": 10000.0, \"factor\": 4.0}}",
+		 "rope_parameters.rope_type", "linear"},
 		{"{\"model_type\": \"llama\", \"rope_scaling\": {\"rope_type\": \"llama3\"}}",
 		 "rope_scaling.factor", "missing"},
 		{"{\"model_type\": \"llama\", \"hidden_act\": \"gelu\"}", "hidden_act", "gelu"},

@@ -6,4 +6,7 @@
 /* zinf config check FILE ... | zinf config keys (config_cmd.c) */
 int zinf_config_main(int argc, char **argv);
 
+/* zinf train ... (train_cmd.c) */
+int zinf_train_main(int argc, char **argv);
+
 #endif

@@ -29,6 +29,7 @@ usage_top(FILE *f)
 		   "commands:\n"
 		   "  bench <subject>   benchmarks (zinf bench --help lists subjects)\n"
 		   "  config check FILE resolve a ds_config.json, print it and the memory plan\n"
+		   "  train             train a model (no arguments: the built-in demo job)\n"
 		   "  version           print the version\n\n"
 		   "options:\n"
 		   "  -h, --help        this help; `zinf <command> --help` for a command's options\n"
@@ -85,6 +86,8 @@ main(int argc, char **argv)
 		return cmd_bench(argc - 1, argv + 1);
 	if (!strcmp(cmd, "config"))
 		return zinf_config_main(argc - 1, argv + 1);
+	if (!strcmp(cmd, "train"))
+		return zinf_train_main(argc - 1, argv + 1);
 	fprintf(stderr, "zinf: unknown command '%s'\n\n", cmd);
 	usage_top(stderr);
 	return 2;

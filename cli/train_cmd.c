@@ -1,0 +1,450 @@
+/* zinf train: the DeepSpeed launcher-style training command over engine/engine.h.
+ *
+ * With no arguments it is the README's main job: gpt2-tiny, a built-in config, the embedded
+ * default corpus byte-encoded into temporary shards, 200 steps on the GPU when one is usable,
+ * else on the CPU. Exit codes: 0 ok, 1 runtime failure, 2 usage error or bad config. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "commands.h"
+#include "engine/config.h"
+#include "engine/data.h"
+#include "engine/engine.h"
+#include "engine/model.h"
+#include "offload/offload.h"
+
+static void
+usage(FILE *f)
+{
+	fprintf(f,
+	        "usage: zinf train [--config ds_config.json] [--model MODEL] [--data GLOB]\n"
+	        "                  [--val_data GLOB --eval_steps N] [--steps N] [--seq_len T]\n"
+	        "                  [--out DIR --save_steps N] [--resume DIR] [--export]\n"
+	        "                  [--seed N] [--device auto|cpu|gpu] [--threads N]\n"
+	        "                  [HF-style overrides: --per_device_train_batch_size N\n"
+	        "                   --gradient_accumulation_steps N --learning_rate X\n"
+	        "                   --max_grad_norm X --weight_decay X --warmup_steps N ...]\n\n"
+	        "--config (alias --deepspeed): a DeepSpeed ds_config.json; the overrides fill its\n"
+	        "\"auto\" values. MODEL: a preset (%s...) or an HF folder.\n"
+	        "--data: token shards (llm.c format). --out DIR --save_steps N writes\n"
+	        "DIR/global_stepN/ (and DIR/latest); --resume DIR continues bit-exactly; --export (or\n"
+	        "stage3_gather_16bit_weights_on_model_save) adds model.safetensors + config.json.\n"
+	        "Without arguments: gpt2-tiny on the built-in corpus for 200 steps (GPU if usable).\n",
+	        "gpt2-tiny, llama-tiny, gpt2-124m, ");
+}
+
+static const char builtin_config[] =
+        "{\n"
+        "  \"train_micro_batch_size_per_gpu\": \"auto\",\n"
+        "  \"gradient_accumulation_steps\": \"auto\",\n"
+        "  \"gradient_clipping\": \"auto\",\n"
+        "  \"steps_per_print\": 10,\n"
+        "  \"optimizer\": {\"type\": \"AdamW\", \"params\": {\"lr\": \"auto\", \"betas\": [0.9, 0.95],\n"
+        "                \"eps\": 1e-8, \"weight_decay\": \"auto\"}},\n"
+        "  \"scheduler\": {\"type\": \"WarmupCosineLR\", \"params\": {\"warmup_num_steps\": \"auto\",\n"
+        "                \"total_num_steps\": \"auto\", \"warmup_type\": \"linear\",\n"
+        "                \"cos_min_ratio\": 0.1}},\n"
+        "  \"bf16\": {\"enabled\": \"auto\"}\n"
+        "}\n";
+
+static double
+now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void
+fmt_time(double s, char *buf, size_t len)
+{
+	long t = (long)(s + 0.5);
+	if (t >= 3600)
+		snprintf(buf, len, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+	else
+		snprintf(buf, len, "%ld:%02ld", t / 60, t % 60);
+}
+
+static int
+parse_long(const char *flag, const char *v, long min, long *out)
+{
+	char *end;
+	errno = 0;
+	long x = v ? strtol(v, &end, 10) : 0;
+	if (!v || errno || *end || x < min) {
+		fprintf(stderr, "zinf train: %s: '%s' is not an integer >= %ld\n", flag, v ? v : "",
+		        min);
+		return -1;
+	}
+	*out = x;
+	return 0;
+}
+
+static void
+set_default(zinf_config_overrides *ov, zinf_override o, double v)
+{
+	if (!(ov->given & (1u << o))) {
+		ov->given |= 1u << o;
+		ov->value[o] = v;
+	}
+}
+
+/* Mean loss over up to `batches` validation batches (the loader restarts each time). */
+static int
+validate(zinf_engine *e, zinf_loader *val, long batches, int32_t *tok, int32_t *tgt,
+         double *mean)
+{
+	char err[1024];
+	zinf_loader_reset(val);
+	uint64_t n = zinf_loader_steps_per_epoch(val);
+	if ((uint64_t)batches < n)
+		n = (uint64_t)batches;
+	double sum = 0;
+	for (uint64_t i = 0; i < n; i++) {
+		float loss;
+		if (zinf_loader_next(val, tok, tgt, err, sizeof(err))) {
+			fprintf(stderr, "zinf train: validation data: %s\n", err);
+			return -1;
+		}
+		if (zinf_engine_eval(e, tok, tgt, &loss)) {
+			fprintf(stderr, "zinf train: validation: %s\n", zinf_engine_error(e));
+			return -1;
+		}
+		sum += loss;
+	}
+	*mean = n ? sum / (double)n : NAN;
+	return 0;
+}
+
+int
+zinf_train_main(int argc, char **argv)
+{
+	const char *config = NULL, *model = "gpt2-tiny", *data = NULL, *val_data = NULL;
+	const char *out = NULL, *resume = NULL, *device = "auto";
+	long steps = 200, seq_len = 64, save_steps = 0, eval_steps = 0, seed = 1234, threads = 0;
+	bool export16 = false, steps_given = false;
+	char err[2048];
+	zinf_config_overrides ov;
+	zinf_config_overrides_init(&ov);
+
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+		if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+			usage(stdout);
+			return 0;
+		}
+		int rc = zinf_config_override_arg(&ov, argc, argv, &i, err, sizeof(err));
+		if (rc == 0) {
+			i--; /* it advanced past what it used; the loop adds one */
+			continue;
+		}
+		if (rc != -ENOENT) {
+			fprintf(stderr, "zinf train: %s\n", err);
+			return 2;
+		}
+		long x;
+		if (!strcmp(a, "--export")) {
+			export16 = true;
+			continue;
+		}
+		if (!v) {
+			fprintf(stderr, "zinf train: %s needs a value (see zinf train --help)\n", a);
+			return 2;
+		}
+		i++;
+		if (!strcmp(a, "--config") || !strcmp(a, "--deepspeed") ||
+		    !strcmp(a, "--deepspeed_config"))
+			config = v;
+		else if (!strcmp(a, "--model"))
+			model = v;
+		else if (!strcmp(a, "--data"))
+			data = v;
+		else if (!strcmp(a, "--val_data"))
+			val_data = v;
+		else if (!strcmp(a, "--out"))
+			out = v;
+		else if (!strcmp(a, "--resume"))
+			resume = v;
+		else if (!strcmp(a, "--device"))
+			device = v;
+		else if (!strcmp(a, "--steps") || !strcmp(a, "--seq_len") ||
+		         !strcmp(a, "--save_steps") || !strcmp(a, "--eval_steps") ||
+		         !strcmp(a, "--seed") || !strcmp(a, "--threads")) {
+			if (parse_long(a, v, !strcmp(a, "--steps") || !strcmp(a, "--seq_len") ? 1 : 0,
+			               &x))
+				return 2;
+			if (!strcmp(a, "--steps")) {
+				steps = x;
+				steps_given = true;
+			} else if (!strcmp(a, "--seq_len")) {
+				seq_len = x;
+			} else if (!strcmp(a, "--save_steps")) {
+				save_steps = x;
+			} else if (!strcmp(a, "--eval_steps")) {
+				eval_steps = x;
+			} else if (!strcmp(a, "--seed")) {
+				seed = x;
+			} else {
+				threads = x;
+			}
+		} else {
+			fprintf(stderr, "zinf train: unknown option '%s'\n\n", a);
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (strcmp(device, "auto") && strcmp(device, "cpu") && strcmp(device, "gpu")) {
+		fprintf(stderr, "zinf train: --device %s: use auto, cpu or gpu\n", device);
+		return 2;
+	}
+	if (save_steps && !out) {
+		fprintf(stderr, "zinf train: --save_steps needs --out DIR (where checkpoints go)\n");
+		return 2;
+	}
+	if (ov.given & (1u << ZINF_OV_MAX_STEPS)) {
+		if (steps_given && (long)ov.value[ZINF_OV_MAX_STEPS] != steps) {
+			fprintf(stderr, "zinf train: --steps %ld and --max_steps %.0f disagree\n",
+			        steps, ov.value[ZINF_OV_MAX_STEPS]);
+			return 2;
+		}
+		steps = (long)ov.value[ZINF_OV_MAX_STEPS];
+	}
+
+	char why[256];
+	bool gpu = !strcmp(device, "gpu") || (!strcmp(device, "auto") &&
+	                                      offload_gpu_probe(why, sizeof(why)));
+	/* what "auto" becomes when no flag says */
+	set_default(&ov, ZINF_OV_PER_DEVICE_TRAIN_BATCH_SIZE, 8);
+	set_default(&ov, ZINF_OV_GRADIENT_ACCUMULATION_STEPS, 1);
+	set_default(&ov, ZINF_OV_MAX_GRAD_NORM, 1.0);
+	set_default(&ov, ZINF_OV_LEARNING_RATE, 3e-3);
+	set_default(&ov, ZINF_OV_WEIGHT_DECAY, 0.01);
+	set_default(&ov, ZINF_OV_WARMUP_STEPS, steps / 10 > 2 ? (double)(steps / 10) : 2);
+	set_default(&ov, ZINF_OV_MAX_STEPS, (double)steps);
+	if (gpu && !config)
+		set_default(&ov, ZINF_OV_BF16, 1);
+
+	zinf_model_config mc;
+	char weights[4096];
+	if (zinf_model_resolve(model, &mc, weights, sizeof(weights), err, sizeof(err))) {
+		fprintf(stderr, "zinf train: --model: %s\n", err);
+		return 2;
+	}
+	zinf_config cfg;
+	zinf_config_init_defaults(&cfg);
+	int rc = config ? zinf_config_load_file(config, &ov, &cfg, err, sizeof(err))
+	                : zinf_config_load_string("(built-in config)", builtin_config, &ov, &cfg,
+	                                          err, sizeof(err));
+	if (!rc)
+		rc = zinf_config_resolve(&cfg, 1, mc.d_model, err, sizeof(err));
+	if (rc) {
+		fprintf(stderr, "%s\n", err);
+		return rc == -EINVAL ? 2 : 1;
+	}
+
+	/* data: the given glob, or the built-in corpus byte-encoded into temporary shards */
+	char tmpdir[4096], train_path[4200], val_path[4200];
+	bool made_data = false;
+	if (!data) {
+		const char *base = getenv("TMPDIR");
+		snprintf(tmpdir, sizeof(tmpdir), "%s/zinf-train-XXXXXX", base && *base ? base : "/tmp");
+		if (!mkdtemp(tmpdir)) {
+			fprintf(stderr, "zinf train: cannot create %s: %s\n", tmpdir, strerror(errno));
+			return 1;
+		}
+		snprintf(train_path, sizeof(train_path), "%s/train.bin", tmpdir);
+		snprintf(val_path, sizeof(val_path), "%s/val.bin", tmpdir);
+		if (zinf_data_write_default_shards(train_path, val_path, 0.05, err, sizeof(err))) {
+			fprintf(stderr, "zinf train: built-in corpus: %s\n", err);
+			rmdir(tmpdir);
+			return 1;
+		}
+		made_data = true;
+		data = train_path;
+		if (!val_data) {
+			val_data = val_path;
+			if (!eval_steps)
+				eval_steps = steps / 4 > 0 ? steps / 4 : 1;
+		}
+		printf("zinf train: built-in corpus (%u KiB of generated English-like text, byte "
+		       "tokens) in %s\n", ZINF_DEFAULT_CORPUS_BYTES >> 10, tmpdir);
+	}
+
+	int code = 1;
+	zinf_engine *e = NULL;
+	zinf_loader *tl = NULL, *vl = NULL;
+	int32_t *tok = NULL, *tgt = NULL;
+	zinf_engine_opts eo;
+	zinf_engine_opts_init(&eo);
+	eo.device = gpu ? ZINF_ENGINE_GPU : ZINF_ENGINE_CPU;
+	eo.seed = (uint64_t)seed;
+	eo.weights = weights[0] ? weights : NULL;
+	eo.seq_len = (int)seq_len;
+	eo.threads = (int)threads;
+	rc = zinf_engine_create(&mc, &cfg, &eo, &e, err, sizeof(err));
+	if (rc) {
+		fprintf(stderr, "zinf train: %s\n", err);
+		code = rc == -EINVAL ? 2 : 1;
+		goto out;
+	}
+	int B = zinf_engine_micro_batch(e);
+	zinf_loader_opts lo;
+	zinf_loader_opts_init(&lo);
+	lo.glob = data;
+	lo.B = B;
+	lo.T = (int)seq_len;
+	lo.vocab_size = (uint64_t)mc.vocab_size;
+	lo.shuffle = true;
+	lo.seed = (uint64_t)seed;
+	if (zinf_loader_open(&tl, &lo, err, sizeof(err))) {
+		fprintf(stderr, "zinf train: --data: %s\n", err);
+		goto out;
+	}
+	if (val_data && eval_steps) {
+		lo.glob = val_data;
+		lo.shuffle = false;
+		if (zinf_loader_open(&vl, &lo, err, sizeof(err))) {
+			fprintf(stderr, "zinf train: --val_data: %s\n", err);
+			goto out;
+		}
+	}
+	tok = malloc(sizeof(int32_t) * (size_t)B * (size_t)seq_len);
+	tgt = malloc(sizeof(int32_t) * (size_t)B * (size_t)seq_len);
+	if (!tok || !tgt) {
+		fprintf(stderr, "zinf train: out of memory\n");
+		goto out;
+	}
+	if (resume) {
+		void *client = NULL;
+		size_t clen = 0;
+		zinf_loader_state ls;
+		if (zinf_engine_load(e, resume, &client, &clen)) {
+			fprintf(stderr, "zinf train: --resume: %s\n", zinf_engine_error(e));
+			goto out;
+		}
+		rc = zinf_loader_state_decode(client, clen, &ls, err, sizeof(err));
+		if (!rc)
+			rc = zinf_loader_set_state(tl, &ls, err, sizeof(err));
+		free(client);
+		if (rc) {
+			fprintf(stderr, "zinf train: --resume %s: data loader state: %s (resume with "
+			        "the same --data, batch size and --seq_len)\n", resume, err);
+			goto out;
+		}
+	}
+	zinf_engine_stats st;
+	zinf_engine_get_stats(e, &st);
+	int64_t start = st.global_steps;
+	int64_t A = zinf_engine_accum_steps(e);
+	printf("zinf train: %s (%.2fM params) on %s, %s, micro-batch %d x %ld tokens x %lld "
+	       "accumulation, %ld steps%s\n", mc.name, (double)zinf_engine_layout(e)->n_params / 1e6,
+	       gpu ? "GPU" : "CPU", cfg.fp16_enabled ? "fp16" : cfg.bf16_enabled ? "bf16" : "fp32",
+	       B, seq_len, (long long)A, steps, start ? " (resumed)" : "");
+	if (start)
+		printf("resumed at step %lld from %s\n", (long long)start, resume);
+
+	double t0 = now(), tlast = t0;
+	uint64_t tok_last = st.tokens, tok_start = st.tokens;
+	float first_loss = NAN, last_loss = NAN, loss_avg = 0;
+	int nloss = 0;
+	double val_loss = NAN;
+	for (int64_t s = start; s < steps; s++) {
+		double lsum = 0;
+		for (int64_t a = 0; a < A; a++) {
+			float loss;
+			if (zinf_loader_next(tl, tok, tgt, err, sizeof(err))) {
+				fprintf(stderr, "zinf train: data: %s\n", err);
+				goto out;
+			}
+			rc = zinf_engine_forward(e, tok, tgt, &loss);
+			if (!rc)
+				rc = zinf_engine_backward(e);
+			if (!rc)
+				rc = zinf_engine_step(e);
+			if (rc) {
+				fprintf(stderr, "zinf train: step %lld: %s\n", (long long)s + 1,
+				        zinf_engine_error(e));
+				goto out;
+			}
+			lsum += loss;
+		}
+		float loss = (float)(lsum / (double)A);
+		if (isnan(first_loss))
+			first_loss = loss;
+		last_loss = loss;
+		loss_avg += loss;
+		nloss++;
+		zinf_engine_get_stats(e, &st);
+		if (st.last == ZINF_STEP_SKIPPED)
+			printf("%s\n", st.last_msg);
+		int64_t done = s + 1;
+		if (done % cfg.steps_per_print == 0 || done == steps) {
+			double t = now();
+			double tps = (double)(st.tokens - tok_last) / (t - tlast);
+			char eta[32];
+			fmt_time((double)(steps - done) * (t - t0) / (double)(done - start), eta,
+			         sizeof(eta));
+			printf("step %5lld/%ld | loss %.4f | lr %.3e | grad norm %.3f | loss scale %g | "
+			       "%.0f tok/s | ETA %s\n", (long long)done, steps, (double)(loss_avg / nloss),
+			       st.lr, (double)st.grad_norm, st.loss_scale, tps, eta);
+			if (cfg.wall_clock_breakdown)
+				printf("  time: forward %.1f ms | backward %.1f ms | step %.1f ms | io "
+				       "%.1f ms (cumulative per step)\n",
+				       1e3 * st.t_forward / (double)(done - start),
+				       1e3 * st.t_backward / (double)(done - start),
+				       1e3 * st.t_step / (double)(done - start),
+				       1e3 * st.t_io / (double)(done - start));
+			fflush(stdout);
+			tlast = t;
+			tok_last = st.tokens;
+			loss_avg = 0;
+			nloss = 0;
+		}
+		if (vl && (done % eval_steps == 0 || done == steps)) {
+			if (validate(e, vl, 20, tok, tgt, &val_loss))
+				goto out;
+			printf("step %5lld/%ld | val loss %.4f\n", (long long)done, steps, val_loss);
+		}
+		if (save_steps && (done % save_steps == 0 || done == steps)) {
+			zinf_loader_state ls;
+			uint8_t buf[ZINF_LOADER_STATE_BYTES];
+			zinf_loader_get_state(tl, &ls);
+			zinf_loader_state_encode(&ls, buf);
+			if (zinf_engine_save(e, out, NULL, buf, sizeof(buf), export16)) {
+				fprintf(stderr, "zinf train: %s\n", zinf_engine_error(e));
+				goto out;
+			}
+			printf("saved %s/global_step%lld\n", out, (long long)done);
+		}
+	}
+	double total = now() - t0;
+	zinf_engine_get_stats(e, &st);
+	char tt[32];
+	fmt_time(total, tt, sizeof(tt));
+	printf("done: %lld steps in %s | first loss %.4f, last %.4f | %.0f tok/s | %lld skipped "
+	       "steps\n", (long long)(steps - start), tt, (double)first_loss, (double)last_loss,
+	       total > 0 ? (double)(st.tokens - tok_start) / total : 0.0,
+	       (long long)st.skipped_steps);
+	if (!isnan(val_loss))
+		printf("final val loss %.4f\n", val_loss);
+	code = 0;
+out:
+	free(tok);
+	free(tgt);
+	zinf_loader_close(tl);
+	zinf_loader_close(vl);
+	zinf_engine_destroy(e);
+	if (made_data) {
+		unlink(train_path);
+		unlink(val_path);
+		rmdir(tmpdir);
+	}
+	return code;
+}

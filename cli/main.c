@@ -29,12 +29,13 @@ usage_top(FILE *f)
 		   "commands:\n"
 		   "  bench <subject>   benchmarks (zinf bench --help lists subjects)\n"
 		   "  config check FILE resolve a ds_config.json, print it and the memory plan\n"
+		   "  data encode       text -> token shards (byte-level or GPT-2 BPE); data info\n"
 		   "  train             train a model (no arguments: the built-in demo job)\n"
 		   "  version           print the version\n\n"
 		   "options:\n"
 		   "  -h, --help        this help; `zinf <command> --help` for a command's options\n"
 		   "  --version         print the version\n\n"
-		   "Not yet built (see README, 'Status'): train, launch, eval, tune, plan, ckpt, data.\n"
+		   "Not yet built (see README, 'Status'): train, launch, eval, tune, plan, ckpt.\n"
 		   "exit codes: 0 ok, 1 runtime failure, 2 usage error\n");
 }
 
@@ -86,6 +87,8 @@ main(int argc, char **argv)
 		return cmd_bench(argc - 1, argv + 1);
 	if (!strcmp(cmd, "config"))
 		return zinf_config_main(argc - 1, argv + 1);
+	if (!strcmp(cmd, "data"))
+		return zinf_data_main(argc - 1, argv + 1);
 	if (!strcmp(cmd, "train"))
 		return zinf_train_main(argc - 1, argv + 1);
 	fprintf(stderr, "zinf: unknown command '%s'\n\n", cmd);

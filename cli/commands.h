@@ -6,6 +6,9 @@
 /* zinf config check FILE ... | zinf config keys (config_cmd.c) */
 int zinf_config_main(int argc, char **argv);
 
+/* zinf plan --model M --gpus N ... (plan_cmd.c) */
+int zinf_plan_main(int argc, char **argv);
+
 /* zinf data encode|info|corpus ... (data_cmd.c) */
 int zinf_data_main(int argc, char **argv);
 

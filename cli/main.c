@@ -29,13 +29,15 @@ usage_top(FILE *f)
 		   "commands:\n"
 		   "  bench <subject>   benchmarks (zinf bench --help lists subjects)\n"
 		   "  config check FILE resolve a ds_config.json, print it and the memory plan\n"
+		   "  plan              ZeRO stage and offload that fit, bytes per tier, step time\n"
+		   "  tune              measure offload/aio settings on a disk, write a config\n"
 		   "  data encode       text -> token shards (byte-level or GPT-2 BPE); data info\n"
 		   "  train             train a model (no arguments: the built-in demo job)\n"
 		   "  version           print the version\n\n"
 		   "options:\n"
 		   "  -h, --help        this help; `zinf <command> --help` for a command's options\n"
 		   "  --version         print the version\n\n"
-		   "Not yet built (see README, 'Status'): train, launch, eval, tune, plan, ckpt.\n"
+		   "Not yet built (see README, 'Status'): train, launch, eval, ckpt.\n"
 		   "exit codes: 0 ok, 1 runtime failure, 2 usage error\n");
 }
 
@@ -87,6 +89,10 @@ main(int argc, char **argv)
 		return cmd_bench(argc - 1, argv + 1);
 	if (!strcmp(cmd, "config"))
 		return zinf_config_main(argc - 1, argv + 1);
+	if (!strcmp(cmd, "plan"))
+		return zinf_plan_main(argc - 1, argv + 1);
+	if (!strcmp(cmd, "tune"))
+		return zinf_tune_main(argc - 1, argv + 1);
 	if (!strcmp(cmd, "data"))
 		return zinf_data_main(argc - 1, argv + 1);
 	if (!strcmp(cmd, "train"))

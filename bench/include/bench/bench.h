@@ -13,6 +13,8 @@ int zinf_bench_io_main(int argc, char **argv);
 int zinf_bench_adam_main(int argc, char **argv);
 int zinf_bench_swap_main(int argc, char **argv);
 int zinf_bench_optstep_main(int argc, char **argv);
+/* zinf tune (tune.c): measures offload/aio settings on a folder, writes a config fragment. */
+int zinf_tune_main(int argc, char **argv);
 
 #ifdef __cplusplus
 }

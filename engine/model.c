@@ -1082,10 +1082,8 @@ zinf_model_resolve(const char *model, zinf_model_config *cfg, char *weights, siz
 		return 0;
 	}
 	snprintf(path, sizeof(path), "%s/model.safetensors.index.json", model);
-	if (!access(path, F_OK))
-		return FAIL(-ENOTSUP,
-			    "%s: sharded checkpoints are not supported yet: merge the shards into "
-			    "one model.safetensors",
-			    path);
+	if (!access(path, F_OK) && weights &&
+	    (size_t)snprintf(weights, weightslen, "%s", path) >= weightslen)
+		return FAIL(-ENAMETOOLONG, "%s: path longer than %zu bytes", path, weightslen);
 	return 0;
 }

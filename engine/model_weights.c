@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
 #include "engine/model.h"
 #include "engine/safetensors.h"
 #include "model_internal.h"
@@ -276,48 +278,149 @@ chunk_buffers(const zinf_model_layout *lay, void **raw, float **tmp, const char 
 	return 0;
 }
 
+/* The files to read: one model.safetensors, or the shards a model.safetensors.index.json
+ * names in its weight_map (paths relative to the index's folder). */
+typedef struct sources {
+	int n;
+	zinf_st_file *f;
+} sources;
+
+#define INDEX_SUFFIX ".index.json"
+#define MAX_SHARDS 4096
+
+static void
+close_sources(sources *s)
+{
+	for (int i = 0; i < s->n; i++)
+		zinf_st_close(&s->f[i]);
+	free(s->f);
+	s->f = NULL;
+	s->n = 0;
+}
+
+static int
+open_index(const char *path, sources *s, char *err, size_t errlen)
+{
+	char *text;
+	size_t len;
+	int rc = zinf_read_file(path, 64u << 20, &text, &len, err, errlen);
+	if (rc)
+		return rc;
+	cJSON *root = cJSON_Parse(text);
+	free(text);
+	const cJSON *map = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
+	if (!cJSON_IsObject(map)) {
+		cJSON_Delete(root);
+		return FAIL(-EINVAL, "%s: weight_map is missing or not an object: not a "
+				     "safetensors index",
+			    path);
+	}
+	s->f = calloc(MAX_SHARDS, sizeof(*s->f));
+	const char *slash = strrchr(path, '/');
+	int dirlen = slash ? (int)(slash - path) : 1;
+	const char *dir = slash ? path : ".";
+	for (const cJSON *e = map->child; e && !rc && s->f; e = e->next) {
+		if (!cJSON_IsString(e) || strchr(e->valuestring, '/')) {
+			rc = FAIL(-EINVAL, "%s: weight_map.%s must name a file in the same folder",
+				  path, e->string);
+			break;
+		}
+		bool seen = false;
+		char shard[4096];
+		snprintf(shard, sizeof(shard), "%.*s/%s", dirlen, dir, e->valuestring);
+		for (int i = 0; i < s->n && !seen; i++)
+			seen = !strcmp(s->f[i].path, shard);
+		if (seen)
+			continue;
+		if (s->n == MAX_SHARDS)
+			rc = FAIL(-EINVAL, "%s: more than %d shards", path, MAX_SHARDS);
+		else if (!(rc = zinf_st_open(shard, &s->f[s->n], err, errlen)))
+			s->n++;
+		else if (err && errlen) { /* say which index named it */
+			char why[512];
+			snprintf(why, sizeof(why), "%s", err);
+			FAIL(rc, "%s: weight_map.%s: %s", path, e->string, why);
+		}
+	}
+	cJSON_Delete(root);
+	if (!s->f)
+		return FAIL(-ENOMEM, "%s: out of memory", path);
+	if (!rc && !s->n)
+		rc = FAIL(-EINVAL, "%s: weight_map names no shard", path);
+	if (rc)
+		close_sources(s);
+	return rc;
+}
+
+static int
+open_sources(const char *path, sources *s, char *err, size_t errlen)
+{
+	memset(s, 0, sizeof(*s));
+	size_t n = strlen(path), k = strlen(INDEX_SUFFIX);
+	if (n > k && !strcmp(path + n - k, INDEX_SUFFIX))
+		return open_index(path, s, err, errlen);
+	s->f = calloc(1, sizeof(*s->f));
+	if (!s->f)
+		return FAIL(-ENOMEM, "%s: out of memory", path);
+	int rc = zinf_st_open(path, &s->f[0], err, errlen);
+	if (rc) {
+		free(s->f);
+		s->f = NULL;
+		return rc;
+	}
+	s->n = 1;
+	return 0;
+}
+
 int
 zinf_model_load_safetensors(const char *path, const zinf_model_config *cfg,
 			    const zinf_model_layout *lay, float *params, char *err, size_t errlen)
 {
-	zinf_st_file f;
-	int rc = zinf_st_open(path, &f, err, errlen);
+	sources src;
+	int rc = open_sources(path, &src, err, errlen);
 	if (rc)
 		return rc;
 	const zinf_st_tensor **found = calloc((size_t)lay->ntensors, sizeof(*found));
+	int *in = calloc((size_t)lay->ntensors, sizeof(*in)); /* which file */
 	void *raw = NULL;
 	float *tmp = NULL;
-	if (!found) {
+	if (!found || !in) {
 		rc = FAIL(-ENOMEM, "%s: out of memory", path);
 		goto out;
 	}
 	for (int i = 0; i < lay->ntensors; i++) {
-		found[i] = find_tensor(&f, cfg, lay->tensors[i].hf_name);
-		if ((rc = check_tensor(path, cfg, &lay->tensors[i], found[i], err, errlen)))
+		for (int j = 0; j < src.n && !found[i]; j++)
+			if ((found[i] = find_tensor(&src.f[j], cfg, lay->tensors[i].hf_name)))
+				in[i] = j;
+		const char *where = found[i] ? src.f[in[i]].path : path;
+		if ((rc = check_tensor(where, cfg, &lay->tensors[i], found[i], err, errlen)))
 			goto out;
 	}
-	for (int i = 0; i < f.ntensors; i++) {
-		const char *n = f.tensors[i].name;
-		if (!ignorable(n, cfg) && !is_model_tensor(cfg, lay, n)) {
+	for (int j = 0; j < src.n; j++)
+		for (int i = 0; i < src.f[j].ntensors; i++) {
+			const char *n = src.f[j].tensors[i].name;
+			if (ignorable(n, cfg) || is_model_tensor(cfg, lay, n))
+				continue;
 			rc = FAIL(-EINVAL,
 				  "%s: tensor %s is not part of the %s model of this config.json "
 				  "(%d layers): is config.json the one these weights were saved "
 				  "with?",
-				  path, n, cfg->arch == ZINF_ARCH_GPT2 ? "GPT-2" : "LLaMA",
+				  src.f[j].path, n, cfg->arch == ZINF_ARCH_GPT2 ? "GPT-2" : "LLaMA",
 				  cfg->n_layer);
 			goto out;
 		}
-	}
 	if ((rc = chunk_buffers(lay, &raw, &tmp, path, err, errlen)))
 		goto out;
 	zinf_model_zero_padding(lay, params);
 	for (int i = 0; i < lay->ntensors && !rc; i++)
-		rc = load_tensor(&f, found[i], &lay->tensors[i], raw, tmp, params, err, errlen);
+		rc = load_tensor(&src.f[in[i]], found[i], &lay->tensors[i], raw, tmp, params, err,
+				 errlen);
 out:
 	free(raw);
 	free(tmp);
 	free(found);
-	zinf_st_close(&f);
+	free(in);
+	close_sources(&src);
 	return rc;
 }
 

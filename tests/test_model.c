@@ -561,6 +561,11 @@ test_config_json(void)
 	T_CHECK(zinf_model_resolve(tpath("m"), &b, w, sizeof(w), err, sizeof(err)) == 0 &&
 			!strcmp(w, tpath("m/model.safetensors")),
 		"resolve weights: %s", w);
+	unlink(tpath("m/model.safetensors"));
+	write_text(tpath("m/model.safetensors.index.json"), "{}");
+	T_CHECK(zinf_model_resolve(tpath("m"), &b, w, sizeof(w), err, sizeof(err)) == 0 &&
+			!strcmp(w, tpath("m/model.safetensors.index.json")),
+		"resolve sharded weights: %s", w);
 	mkdir(tpath("empty"), 0755);
 	T_CHECK(zinf_model_resolve(tpath("empty"), &b, w, sizeof(w), err, sizeof(err)) == -ENOENT &&
 			strstr(err, "config.json"),
@@ -715,6 +720,19 @@ strip_transformer(const char *name, char *buf)
 	return buf;
 }
 
+static const char *
+shard1(const char *name, char *buf)
+{
+	(void)buf;
+	return strstr(name, ".h.1.") || strstr(name, "ln_f") ? NULL : name;
+}
+
+static const char *
+shard2(const char *name, char *buf)
+{
+	return shard1(name, buf) ? NULL : name;
+}
+
 static const char *drop_name;
 
 static const char *
@@ -765,7 +783,8 @@ test_load_variants(void)
 	size_t n = (size_t)lay.total_numel;
 	float *p = malloc(n * 4), *q = malloc(n * 4);
 	zinf_model_init_params(&c, &lay, 3, p);
-	const char *path = tpath("v.safetensors");
+	char path[4096]; /* tpath's buffers rotate */
+	snprintf(path, sizeof(path), "%s", tpath("v.safetensors"));
 
 	/* the hub's gpt2 file: no "transformer." prefix, attn.bias buffers, a tied lm_head */
 	static const char *const extras[] = {"h.0.attn.bias", "h.1.attn.masked_bias",
@@ -774,6 +793,28 @@ test_load_variants(void)
 	T_CHECK(zinf_model_load_safetensors(path, &c, &lay, q, err, sizeof(err)) == 0, "%s",
 		err);
 	T_CHECK(!memcmp(p, q, n * 4), "hub-style gpt2 file loads other values");
+
+	/* sharded: layer 1 and the head in a second file, named by an index */
+	write_variant(tpath("s1.safetensors"), &lay, p, shard1, NULL, extras);
+	write_variant(tpath("s2.safetensors"), &lay, p, shard2, NULL, NULL);
+	write_text(tpath("m.safetensors.index.json"),
+		   "{\"metadata\": {\"total_size\": 1}, \"weight_map\": {"
+		   "\"transformer.wte.weight\": \"s1.safetensors\","
+		   " \"transformer.h.1.ln_1.weight\": \"s2.safetensors\","
+		   " \"transformer.h.0.ln_1.weight\": \"s1.safetensors\"}}");
+	memset(q, 0, n * 4);
+	T_CHECK(zinf_model_load_safetensors(tpath("m.safetensors.index.json"), &c, &lay, q, err,
+					    sizeof(err)) == 0,
+		"%s", err);
+	T_CHECK(!memcmp(p, q, n * 4), "sharded load gives other values");
+	unlink(tpath("s2.safetensors"));
+	expect_refused(tpath("m.safetensors.index.json"), &c, &lay, "s2.safetensors",
+		       "No such file", "missing shard");
+	write_variant(tpath("s2.safetensors"), &lay, p, shard2, NULL, NULL);
+	write_text(tpath("m.safetensors.index.json"),
+		   "{\"weight_map\": {\"transformer.wte.weight\": \"s1.safetensors\"}}");
+	expect_refused(tpath("m.safetensors.index.json"), &c, &lay,
+		       "transformer.h.1.ln_1.weight", "missing", "shard left out of the index");
 
 	/* missing tensor, wrong shape, unexpected tensor */
 	drop_name = "transformer.h.1.mlp.c_fc.bias";
@@ -897,8 +938,9 @@ static void
 rm_tree(void)
 {
 	static const char *const files[] = {"config.json", "model.safetensors", "v.safetensors",
-					    "m/config.json", "m/model.safetensors", "m", "empty",
-					    "w.safetensors", NULL};
+					    "m/config.json", "m/model.safetensors.index.json", "m", "empty",
+					    "w.safetensors", "s1.safetensors", "s2.safetensors",
+					    "m.safetensors.index.json", NULL};
 	for (int i = 0; files[i]; i++)
 		if (unlink(tpath(files[i])))
 			rmdir(tpath(files[i]));

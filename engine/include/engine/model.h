@@ -84,7 +84,8 @@ int zinf_model_config_save(const zinf_model_config *cfg, const char *config_json
 			   size_t errlen);
 
 /* MODEL as given on the command line: a preset name, or a folder holding config.json and
- * optionally model.safetensors. weights gets the safetensors path ("" when none). */
+ * optionally model.safetensors (or a sharded model.safetensors.index.json). weights gets the
+ * path of the one present ("" when none). */
 int zinf_model_resolve(const char *model, zinf_model_config *cfg, char *weights, size_t weightslen,
 		       char *err, size_t errlen);
 /* Check the config's numbers (positive dims, n_head % n_kv_head == 0, ...). */
@@ -152,10 +153,13 @@ static inline int64_t zinf_layer_base(const zinf_model_layout *lay, int l)
 void zinf_model_init_params(const zinf_model_config *cfg, const zinf_model_layout *lay,
 			    uint64_t seed, float *params);
 
-/* Load model.safetensors (HF names; F32, F16 or BF16 converted to fp32; GPT-2 Conv1D
- * transposed; a missing lm_head with tied embeddings is fine). Missing tensor, wrong shape,
- * wrong dtype, truncated file or bad header: error naming the file and the tensor. Tensors the
- * model does not use (e.g. GPT-2's attn.bias buffers) are ignored. */
+/* Load model.safetensors, or the shards named by a path ending in ".index.json" (HF
+ * names, or GPT-2 hub names without "transformer."; F32, F16 or BF16 converted to fp32; GPT-2
+ * Conv1D transposed; a missing lm_head with tied embeddings is fine). Missing tensor, wrong
+ * shape, wrong dtype, truncated file or bad header: error naming the file and the tensor.
+ * Buffers HF keeps in state dicts (GPT-2's attn.bias / attn.masked_bias, rotary inv_freq, a
+ * tied lm_head copy) are ignored; any other tensor the model lacks is an error (the config
+ * does not match the weights). All checks run before params is written. */
 int zinf_model_load_safetensors(const char *path, const zinf_model_config *cfg,
 				const zinf_model_layout *lay, float *params, char *err,
 				size_t errlen);

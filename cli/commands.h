@@ -12,6 +12,11 @@ int zinf_plan_main(int argc, char **argv);
 /* zinf data encode|info|corpus ... (data_cmd.c) */
 int zinf_data_main(int argc, char **argv);
 
+/* zinf eval --model M --data GLOB | --tokens FILE [--dump DIR] (model_cmd.c) */
+int zinf_eval_main(int argc, char **argv);
+/* zinf bench model --model M --batch B --seq T ... (model_cmd.c) */
+int zinf_bench_model_main(int argc, char **argv);
+
 /* zinf train ... (train_cmd.c) */
 int zinf_train_main(int argc, char **argv);
 

@@ -20,6 +20,7 @@ static const subcommand bench_subjects[] = {
 	{"adam", zinf_bench_adam_main, "fused Adam/AdamW step throughput on GPU or CPU"},
 	{"swap", zinf_bench_swap_main, "NVMe -> pinned -> GPU swapping through offload/"},
 	{"optstep", zinf_bench_optstep_main, "optimizer step on offloaded state (cpu/nvme)"},
+	{"model", zinf_bench_model_main, "model forward+backward tokens/s and TFLOP/s"},
 };
 
 static void
@@ -29,6 +30,7 @@ usage_top(FILE *f)
 		   "commands:\n"
 		   "  bench <subject>   benchmarks (zinf bench --help lists subjects)\n"
 		   "  config check FILE resolve a ds_config.json, print it and the memory plan\n"
+		   "  eval              mean loss of a model (folder or preset) over token shards\n"
 		   "  plan              ZeRO stage and offload that fit, bytes per tier, step time\n"
 		   "  tune              measure offload/aio settings on a disk, write a config\n"
 		   "  data encode       text -> token shards (byte-level or GPT-2 BPE); data info\n"
@@ -37,7 +39,7 @@ usage_top(FILE *f)
 		   "options:\n"
 		   "  -h, --help        this help; `zinf <command> --help` for a command's options\n"
 		   "  --version         print the version\n\n"
-		   "Not yet built (see README, 'Status'): train, launch, eval, ckpt.\n"
+		   "Not yet built (see README, 'Status'): train, launch, ckpt.\n"
 		   "exit codes: 0 ok, 1 runtime failure, 2 usage error\n");
 }
 
@@ -89,6 +91,8 @@ main(int argc, char **argv)
 		return cmd_bench(argc - 1, argv + 1);
 	if (!strcmp(cmd, "config"))
 		return zinf_config_main(argc - 1, argv + 1);
+	if (!strcmp(cmd, "eval"))
+		return zinf_eval_main(argc - 1, argv + 1);
 	if (!strcmp(cmd, "plan"))
 		return zinf_plan_main(argc - 1, argv + 1);
 	if (!strcmp(cmd, "tune"))

@@ -64,9 +64,13 @@ def make_config(family, kw):
     """An HF config for a random model: eager attention, no dropout, std 0.02 init."""
     import transformers
     if family == "gpt2":
+        # GPT2Config's bos/eos default to 50256 whatever the vocab; a small vocab gets its
+        # last id instead (zinf refuses special ids outside the vocabulary).
+        v = kw.get("vocab_size", 50257)
         base = dict(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
                     layer_norm_epsilon=1e-5, initializer_range=0.02, n_inner=None,
-                    activation_function="gelu_new")
+                    activation_function="gelu_new", bos_token_id=min(50256, v - 1),
+                    eos_token_id=min(50256, v - 1))
         base.update(kw)
         cfg = transformers.GPT2Config(**base)
     elif family == "llama":
@@ -177,6 +181,80 @@ def make_fixture(name, outdir):
           f"{size / 1024:.1f} KiB (torch {torch.__version__})")
 
 
+SHARD_MAGIC_U16, SHARD_VERSION_U16 = 20240520, 1
+
+
+def write_shard(path, ids, count=None):
+    """An llm.c token shard (uint16 tokens); count overrides the header's token count."""
+    hdr = [0] * 256
+    hdr[0], hdr[1], hdr[2] = SHARD_MAGIC_U16, SHARD_VERSION_U16, len(ids) if count is None else count
+    with open(path, "wb") as f:
+        f.write(struct.pack("<256i", *hdr))
+        f.write(struct.pack(f"<{len(ids)}H", *ids))
+
+
+def make_eval_fixture(outdir, name="gpt2-small", B=2, T=16, nbatch=2):
+    """<name>/eval_shard.bin: B*T*nbatch+1 tokens, and eval_reference.json with the mean loss
+    over its nbatch batches as `zinf eval --data` reads them (batch k = tokens [k*B*T,
+    k*B*T + B*T + 1), inputs the first B*T, targets shifted by one)."""
+    import torch
+    family, kw = FIXTURES[name]
+    model = make_model(family, kw)
+    g = torch.Generator().manual_seed(777)
+    ids = torch.randint(0, kw["vocab_size"], (B * T * nbatch + 1,), generator=g)
+    d = os.path.join(outdir, name)
+    write_shard(os.path.join(d, "eval_shard.bin"), ids.tolist())
+    losses = []
+    with torch.no_grad():
+        for k in range(nbatch):
+            x = ids[k * B * T:k * B * T + B * T + 1]
+            logits = model(input_ids=x[:-1].view(B, T)).logits.float()
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, kw["vocab_size"]),
+                                                     x[1:].reshape(-1))
+            losses.append(float(loss))
+    mean = sum(losses) / len(losses)
+    with open(os.path.join(d, "eval_reference.json"), "w") as f:
+        json.dump(dict(shard="eval_shard.bin", B=B, T=T, batches=nbatch, losses=losses,
+                       mean_loss=mean), f, indent=1)
+        f.write("\n")
+    print(f"{name}/eval_shard.bin: {nbatch} batches of {B}x{T}, mean loss {mean:.6f}")
+    return ids.tolist()
+
+
+def make_bad_fixtures(outdir, shard_ids):
+    """bad/: inputs that zinf eval must refuse with a clear message (tests/model_cli.cmake)."""
+    import shutil
+    d = os.path.join(outdir, "bad")
+    os.makedirs(d, exist_ok=True)
+    big = list(shard_ids)
+    big[40] = 100  # vocab_size of gpt2-small is 100
+    write_shard(os.path.join(d, "shard_big_token.bin"), big)
+    write_shard(os.path.join(d, "shard_truncated.bin"), shard_ids[:60], count=len(shard_ids))
+    src = os.path.join(outdir, "gpt2-small")
+    with open(os.path.join(src, "batch.bin"), "rb") as f:
+        batch = bytearray(f.read())
+    bt = struct.unpack_from("<4i", batch)
+    bad = bytearray(batch)
+    struct.pack_into("<i", bad, 16 + 4 * (1 * bt[3] + 3), 150)  # tokens[1][3] = 150
+    with open(os.path.join(d, "batch_big_token.bin"), "wb") as f:
+        f.write(bad)
+    with open(os.path.join(d, "batch_truncated.bin"), "wb") as f:
+        f.write(batch[:100])
+    os.makedirs(os.path.join(d, "bert"), exist_ok=True)
+    with open(os.path.join(d, "bert", "config.json"), "w") as f:
+        json.dump(dict(model_type="bert", vocab_size=100, hidden_size=32,
+                       num_hidden_layers=2, num_attention_heads=4), f, indent=1)
+        f.write("\n")
+    tw = os.path.join(d, "truncated-weights")
+    os.makedirs(tw, exist_ok=True)
+    shutil.copy(os.path.join(src, "config.json"), os.path.join(tw, "config.json"))
+    with open(os.path.join(src, "model.safetensors"), "rb") as f:
+        data = f.read()
+    with open(os.path.join(tw, "model.safetensors"), "wb") as f:
+        f.write(data[:len(data) // 2])
+    print(f"bad/: {len(os.listdir(d))} entries")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     here = os.path.dirname(os.path.abspath(__file__))
@@ -186,8 +264,11 @@ def main():
     import torch
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(1)
+    out = os.path.normpath(a.out)
     for name in a.only or FIXTURES:
-        make_fixture(name, os.path.normpath(a.out))
+        make_fixture(name, out)
+    if not a.only or "gpt2-small" in a.only:
+        make_bad_fixtures(out, make_eval_fixture(out))
     return 0
 
 

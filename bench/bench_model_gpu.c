@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "engine/model.h"
 #include "engine/model_gpu.h"
@@ -70,7 +71,10 @@ main(int argc, char **argv)
 	cudaEventCreate(&e0);
 	cudaEventCreate(&e1);
 	float loss = 0, best = 1e30f, total = 0;
+	struct timespec w0, w1;
 	for (int it = 0; it < iters + 2; it++) {
+		if (it == 2)
+			clock_gettime(CLOCK_MONOTONIC, &w0);
 		cudaEventRecord(e0, st);
 		rc = zinf_gpu_forward(m, dp, tok, tgt);
 		if (!rc)
@@ -89,14 +93,16 @@ main(int argc, char **argv)
 				best = ms;
 		}
 	}
+	clock_gettime(CLOCK_MONOTONIC, &w1);
+	double wall = (w1.tv_sec - w0.tv_sec) * 1e3 + (w1.tv_nsec - w0.tv_nsec) / 1e6;
 	struct cudaDeviceProp prop;
 	cudaGetDeviceProperties(&prop, 0);
 	double avg = total / iters;
 	double fpt = zinf_model_flops_per_token(&cfg, T);
 	printf("%s on %s: B=%d T=%d recompute=%d: fwd+bwd %.2f ms avg (%.2f best), %.0f tokens/s, "
-	       "%.1f model TFLOP/s, loss %.4f, %.2f GiB activations\n",
+	       "%.1f model TFLOP/s, loss %.4f, %.2f GiB activations; host wall %.2f ms/step\n",
 	       preset, prop.name, B, T, recompute, avg, best, N / (avg / 1e3),
-	       fpt * N / (avg / 1e3) / 1e12, loss, zinf_gpu_model_bytes(m) / 1073741824.0);
+	       fpt * N / (avg / 1e3) / 1e12, loss, zinf_gpu_model_bytes(m) / 1073741824.0, wall / iters);
 	zinf_gpu_model_destroy(m);
 	return 0;
 }

@@ -6,7 +6,9 @@
  *         gradient accumulation over micro-batches is exact in fp32.
  * All work is enqueued on the handle's stream; only zinf_gpu_loss() synchronises.
  * Errors: 0 or -errno; zinf_gpu_model_error() holds a one-line message.
- * Without CUDA (ZINF_HAVE_CUDA unset) create returns -ENODEV with a message. */
+ * Without CUDA (ZINF_HAVE_CUDA unset) create returns -ENODEV with a message.
+ * Environment: ZINF_GPU_NO_EPILOGUE=1 at create makes GPT-2 use separate GELU kernels instead of
+ * the cuBLASLt GELU_AUX_BIAS / DGELU epilogues (tests compare the two). */
 #ifndef ZINF_ENGINE_MODEL_GPU_H
 #define ZINF_ENGINE_MODEL_GPU_H
 

@@ -544,6 +544,10 @@ test_pretokenize(void)
 	check_pieces("x\xff\xfey", (const char *const[]){"x", "\xff\xfe", "y", NULL});
 	check_pieces(" \xc2\xb2", (const char *const[]){" \xc2\xb2", NULL}); /* superscript two: N */
 	check_pieces("'S 'x", (const char *const[]){"'", "S", " '", "x", NULL});
+	/* a combining mark (Mn) ends a letter run; Arabic-Indic digits are \p{N}; CJK is \p{L} */
+	check_pieces("cafe\xcc\x81 \xd9\xa1\xd9\xa2 \xe4\xb8\xad\xe6\x96\x87",
+	             (const char *const[]){"cafe", "\xcc\x81", " \xd9\xa1\xd9\xa2",
+	                                   " \xe4\xb8\xad\xe6\x96\x87", NULL});
 }
 
 static void

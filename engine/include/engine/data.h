@@ -170,16 +170,12 @@ int zinf_tokenize_bytes(const void *text, size_t len, zinf_tokens *out);
  * Encoding splits the text with GPT-2's pre-tokenisation pattern
  *   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
  * then merges each piece's bytes by merge rank (lowest rank first, every occurrence of that
- * pair, until no pair has a rank). APPROXIMATION: Unicode classes are decided by a table of
- * ranges, not the full Unicode database. ASCII is exact. Whitespace: the Unicode White_Space
- * set. Numbers: ASCII digits, superscript/subscript digits, vulgar fractions, Roman numerals,
- * circled numbers and the decimal digits of Arabic, Devanagari, Bengali, Thai and fullwidth
- * forms. Not letters: Latin-1 punctuation and symbols, combining marks (U+0300-036F, U+1AB0-1AFF,
- * U+1DC0-1DFF, U+20D0-20FF, U+FE00-FE0F, U+FE20-FE2F), general punctuation, currency, arrows,
- * maths, box drawing, shapes, dingbats, CJK punctuation, fullwidth ASCII punctuation, private
- * use, emoji and other symbols (U+1F000-1FAFF). Every other code point >= U+0080 counts as a
- * letter. So a rare non-ASCII digit or symbol may be grouped differently from GPT-2's; the ids
- * still decode to the same bytes. Invalid UTF-8 bytes are single non-letter characters. */
+ * pair, until no pair has a rank). Unicode classes: \s is the White_Space set; \p{L} and
+ * \p{N} come from a table of code point ranges taken from the Python `regex` module (2026.5.9)
+ * that GPT-2's encoder uses, so pre-tokenisation matches it exactly for the Unicode version that
+ * module carries; APPROXIMATION: a character assigned in a later Unicode version counts as
+ * neither letter nor number (it joins punctuation runs), and the ids still decode to the same
+ * bytes. Invalid UTF-8 bytes are single non-letter characters. */
 typedef struct zinf_bpe zinf_bpe;
 
 int zinf_bpe_load(zinf_bpe **out, const char *vocab_path, const char *merges_path, char *err,

@@ -21,12 +21,15 @@ Pass rule (per tensor; the run fails when any tensor of any config fails):
 A zinf error (non-zero exit) is a failure of that config, with zinf's message printed.
 Exit status: 0 all passed, 1 a tensor failed or zinf failed, 2 usage error.
 
-Configs (--configs, comma-separated; default all):
+Configs (--configs, comma-separated; default: all for --device cpu; for --device gpu the
+generated ones, since the GPU attention kernel takes head_dim 64 and 128 only):
   the fixtures in tests/fixtures/models/ (gpt2-small, llama-gqa-tied, llama-gqa-untied,
   llama-rope3) with their batch.bin, and generated here:
   gpt2-hd64   GPT-2, vocab 1000, C 128, 2 heads (hd 64), 2 layers, B 2, T 64
   llama-hd64  LLaMA, vocab 1000, C 256, 4 heads / 2 KV heads (hd 64), F 512, 2 layers,
               untied, B 2, T 64
+  llama3-hd64 LLaMA, as llama-hd64 but 1 KV head, tied, rope_theta 500000 and llama3
+              rope_scaling (factor 8, original_max_position_embeddings 64), B 2, T 128
   gpt2-124m   GPT-2 124M's config (vocab 50257, C 768, 12 layers, 12 heads), HF init, B 4, T 64
 
 usage: python3 bench/model_vs_hf.py --zinf build/bin/zinf --device cpu|gpu [--configs A,B]
@@ -59,6 +62,15 @@ GENERATED = {
                                  hidden_size=256, intermediate_size=512, num_hidden_layers=2,
                                  num_attention_heads=4, num_key_value_heads=2,
                                  tie_word_embeddings=False), 2, 64, 2.5),
+    "llama3-hd64": ("llama", dict(vocab_size=1000, max_position_embeddings=256,
+                                  hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+                                  num_attention_heads=4, num_key_value_heads=1,
+                                  tie_word_embeddings=True, rope_theta=500000.0,
+                                  rope_scaling={"rope_type": "llama3", "factor": 8.0,
+                                                "low_freq_factor": 1.0,
+                                                "high_freq_factor": 4.0,
+                                                "original_max_position_embeddings": 64}),
+                    2, 128, 2.5),
     "gpt2-124m": ("gpt2", dict(vocab_size=50257, n_positions=1024, n_embd=768, n_layer=12,
                                n_head=12), 4, 64, 1.0),
 }
@@ -215,12 +227,14 @@ def main():
     ap.add_argument("--zinf", default=os.path.join(ROOT, "build", "bin", "zinf"))
     ap.add_argument("--device", choices=["cpu", "gpu"], default="cpu",
                     help="zinf's path: cpu (fp32) or gpu (bf16)")
-    ap.add_argument("--configs", default=",".join(all_configs()))
+    ap.add_argument("--configs", default=None)
     ap.add_argument("--workdir", default=None, help="default: a temporary folder, removed")
     ap.add_argument("--ref-device", choices=["auto", "cpu", "cuda"], default="auto")
     ap.add_argument("--json", default=None, help="also write every row as JSON lines here")
     a = ap.parse_args()
 
+    if a.configs is None:
+        a.configs = ",".join(all_configs() if a.device == "cpu" else GENERATED)
     names = [n for n in a.configs.split(",") if n]
     for n in names:
         if n not in all_configs():

@@ -91,7 +91,10 @@ def load_hf(model_dir):
     cfg = transformers.AutoConfig.from_pretrained(model_dir)
     cls = (transformers.GPT2LMHeadModel if cfg.model_type == "gpt2"
            else transformers.LlamaForCausalLM)
-    m = cls.from_pretrained(model_dir, torch_dtype=torch.float32, attn_implementation="eager")
+    # transformers 5 renamed torch_dtype to dtype
+    major = int(transformers.__version__.split(".")[0])
+    kw = {"dtype" if major >= 5 else "torch_dtype": torch.float32}
+    m = cls.from_pretrained(model_dir, attn_implementation="eager", **kw)
     return m.eval()
 
 

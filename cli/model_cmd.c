@@ -233,8 +233,9 @@ runner_close(runner *r)
 	memset(r, 0, sizeof(*r));
 }
 
-/* Opens the model for B x T on `dev`. DEV_AUTO takes the GPU when there is one (model_gpu.h's
- * create says -ENODEV when there is none) and otherwise the CPU, saying so on stderr. */
+/* Opens the model for B x T on `dev`. DEV_AUTO takes the GPU when the GPU path opens it, and
+ * otherwise (no GPU: -ENODEV; a model the GPU kernels do not take, e.g. head_dim 16) the CPU,
+ * saying why on stderr. */
 static int
 runner_open(const char *prog, runner *r, const host_model *m, devkind dev, int B, int T,
 	    int threads, bool recompute, bool keep_logits, bool need_grads)
@@ -249,8 +250,8 @@ runner_open(const char *prog, runner *r, const host_model *m, devkind dev, int B
 		zinf_gpu_model_opts o = {.B = B, .T = T, .recompute = recompute,
 					 .keep_logits = keep_logits, .device = 0};
 		rc = zinf_gpu_model_create(&m->cfg, &m->lay, &o, &r->gpu, err, sizeof(err));
-		if (rc == -ENODEV && dev == DEV_AUTO) {
-			fprintf(stderr, "%s: no GPU (%s): running on the CPU\n", prog, err);
+		if (rc && dev == DEV_AUTO) {
+			fprintf(stderr, "%s: %s: running on the CPU\n", prog, err);
 		} else if (rc) {
 			fprintf(stderr, "%s: %s\n", prog, err);
 			return rc;

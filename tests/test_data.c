@@ -296,12 +296,23 @@ test_ranks(void)
 				T_CHECK_EQ_I64(zinf_loader_steps_per_epoch(l), steps);
 				int32_t in[10], tg[10];
 				char err[512];
+				int32_t prev_b = -1, ascending = 1, in_b = 0;
 				for (uint64_t k = 0; k < steps; k++) {
 					T_CHECK(zinf_loader_next(l, in, tg, err, sizeof(err)) == 0, "%s",
 					        err);
 					if (in[0] >= 0 && in[0] < 3000)
 						seen[in[0]]++;
+					if (in[0] < 1000) { /* a batch of shard b */
+						ascending &= in[0] > prev_b;
+						prev_b = in[0];
+						in_b++;
+					}
 				}
+				/* one rank sees all 10 batches of b; shuffled, not in file order */
+				if (world == 1)
+					T_CHECK(in_b == 10 && ascending == !shuffle,
+					        "shard b: %d batches, ascending %d, shuffle %d", in_b,
+					        ascending, shuffle);
 				zinf_loader_close(l);
 			}
 			int batches = 0, twice = 0;

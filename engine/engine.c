@@ -162,8 +162,12 @@ optstep_open(zinf_engine *e)
 	so.run_id = e->o.run_id; /* points into e->run_id */
 	so.rank = (unsigned)e->o.rank;
 	so.buffer_count = (unsigned)oo->buffer_count;
-	so.pipeline_read = oo->pipeline_read;
-	so.pipeline_write = oo->pipeline_write;
+	/* Pipelining is on unless the file turns it off: DeepSpeed's default for these keys is
+	 * false, but here overlap never changes results, only speed. */
+	so.pipeline_read = e->cfg.src[ZINF_KEY_OOPT_PIPELINE_READ] == ZINF_SRC_DEFAULT ||
+	                   oo->pipeline_read;
+	so.pipeline_write = e->cfg.src[ZINF_KEY_OOPT_PIPELINE_WRITE] == ZINF_SRC_DEFAULT ||
+	                    oo->pipeline_write;
 	so.pin_memory = oo->pin_memory;
 	so.allow_unpinned = true;
 	so.nvme_buffered = e->o.nvme_buffered;
@@ -277,6 +281,55 @@ state_write(zinf_engine *e, const float *master, const float *m, const float *v,
 	return fail(e, -ENODEV, "GPU engine in a build without CUDA");
 #endif
 }
+
+#ifdef ZINF_HAVE_CUDA
+/* fast_init for a GPU engine with offloaded optimizer state: the seeded init is made one
+ * sub-group at a time straight into the optimizer's host buffer (zinf_optstep_load_fill) and
+ * its bf16 copy goes to the GPU parameters, so host memory stays O(buffer_count) instead of a
+ * full fp32 copy of the model (what lets a model larger than host RAM start). */
+typedef struct fast_init_ctx {
+	zinf_engine *e;
+	uint64_t seed;
+	uint16_t *p16;
+	uint64_t cap;
+} fast_init_ctx;
+
+static int
+fast_init_fill(void *ctx, uint64_t off, uint64_t n, float *dst)
+{
+	fast_init_ctx *f = ctx;
+	zinf_engine *e = f->e;
+	zinf_model_init_range(&e->mc, &e->lay, f->seed, (int64_t)off, (int64_t)n, dst);
+	if (n > f->cap) {
+		free(f->p16);
+		if (!(f->p16 = malloc(n * sizeof(uint16_t)))) {
+			f->cap = 0;
+			return -ENOMEM;
+		}
+		f->cap = n;
+	}
+	for (uint64_t i = 0; i < n; i++)
+		f->p16[i] = f32_to_bf16(dst[i]);
+	cudaError_t ce = cudaMemcpy(e->d_p16 + off, f->p16, n * 2, cudaMemcpyHostToDevice);
+	if (ce != cudaSuccess) {
+		fail(e, -EIO, "fast_init: copying parameters to the GPU: %s", cudaGetErrorString(ce));
+		return -EIO;
+	}
+	return 0;
+}
+
+static int
+fast_init(zinf_engine *e, uint64_t seed)
+{
+	fast_init_ctx f = {.e = e, .seed = seed};
+	int rc = zinf_optstep_load_fill(e->os, fast_init_fill, &f, 0);
+	free(f.p16);
+	if (rc)
+		return fail(e, rc, "fast_init of the offloaded optimizer state: %s",
+		            zinf_optstep_last_error(e->os));
+	return 0;
+}
+#endif
 
 /* ---- create / destroy ---------------------------------------------------------------------- */
 
@@ -437,6 +490,13 @@ zinf_engine_create(const zinf_model_config *mcfg, const zinf_config *cfg,
 		goto fail;
 
 	/* initial weights: the safetensors file or the family's seeded init */
+#ifdef ZINF_HAVE_CUDA
+	if (on_gpu(e) && e->os && !e->weights[0]) {
+		if ((rc = fast_init(e, opts->seed)))
+			goto fail;
+		goto ready;
+	}
+#endif
 	float *init = on_gpu(e) || e->os ? malloc((size_t)e->N * sizeof(float)) : e->params;
 	if (!init) {
 		rc = fail(e, -ENOMEM, "out of memory for the initial weights");
@@ -458,6 +518,9 @@ zinf_engine_create(const zinf_model_config *mcfg, const zinf_config *cfg,
 		free(init);
 	if (rc)
 		goto fail;
+#ifdef ZINF_HAVE_CUDA
+ready:
+#endif
 	e->st.loss_scale = e->scaler.cur_scale;
 	e->st.lr = e->lr;
 	*out = e;

@@ -259,12 +259,14 @@ zinf_model_config_validate(const zinf_model_config *c, char *err, size_t errlen)
 				    (int)c->rope_scaling);
 		}
 	}
-	if (c->bos_token_id < -1 || c->bos_token_id >= c->vocab_size ||
-	    c->eos_token_id < -1 || c->eos_token_id >= c->vocab_size)
+	/* bos/eos are only carried through to saved configs (zinf trains on tokenised shards),
+	 * so ids past vocab_size are accepted as HF does: a small random GPT2Config keeps
+	 * GPT-2's 50256. */
+	if (c->bos_token_id < -1 || c->eos_token_id < -1)
 		return FAIL(-EINVAL,
-			    "model %s: bos_token_id %d / eos_token_id %d must be -1 (none) or below "
-			    "vocab_size %d",
-			    n, c->bos_token_id, c->eos_token_id, c->vocab_size);
+			    "model %s: bos_token_id %d / eos_token_id %d must be -1 (none) or a "
+			    "token id >= 0",
+			    n, c->bos_token_id, c->eos_token_id);
 	return 0;
 }
 
@@ -478,11 +480,13 @@ zinf_model_normal_fill(uint64_t key, int64_t from, int64_t to, float std, float 
 	}
 }
 
+/* Initialises the elements [lo, hi) of the flat vector into params[0 .. hi-lo). */
 typedef struct init_job {
 	const zinf_model_config *cfg;
 	const zinf_model_layout *lay;
 	uint64_t seed;
 	float *params;
+	int64_t lo, hi;
 	int nthreads, tid;
 } init_job;
 
@@ -509,11 +513,13 @@ init_worker(void *arg)
 	for (int ti = 0; ti < lay->ntensors; ti++) {
 		const zinf_tensor_desc *t = &lay->tensors[ti];
 		int64_t live = t->hf_rows * t->shape[1]; /* rows past hf_rows stay zero */
-		for (int64_t from = 0; from < live; from += INIT_CHUNK, item++) {
+		int64_t first = j->lo > t->offset ? j->lo - t->offset : 0;
+		int64_t end = j->hi - t->offset < live ? j->hi - t->offset : live;
+		for (int64_t from = first; from < end; from += INIT_CHUNK, item++) {
 			if (item % j->nthreads != j->tid)
 				continue;
-			int64_t to = from + INIT_CHUNK < live ? from + INIT_CHUNK : live;
-			float *dst = j->params + t->offset + from;
+			int64_t to = from + INIT_CHUNK < end ? from + INIT_CHUNK : end;
+			float *dst = j->params + (t->offset + from - j->lo);
 			if (t->ndim == 1) {
 				/* norm weights are 1, biases 0 */
 				size_t n = strlen(t->hf_name);
@@ -550,13 +556,12 @@ zinf_model_zero_padding(const zinf_model_layout *lay, float *params)
 		memset(params + prev, 0, (size_t)(lay->total_numel - prev) * sizeof(float));
 }
 
-void
-zinf_model_init_params(const zinf_model_config *cfg, const zinf_model_layout *lay,
-		       uint64_t seed, float *params)
+static void
+init_window(const zinf_model_config *cfg, const zinf_model_layout *lay, uint64_t seed,
+	    int64_t lo, int64_t hi, float *dst)
 {
-	zinf_model_zero_padding(lay, params);
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-	int64_t items = lay->total_numel / INIT_CHUNK + lay->ntensors;
+	int64_t items = (hi - lo) / INIT_CHUNK + lay->ntensors;
 	int nt = ncpu > 0 ? (int)(ncpu < 64 ? ncpu : 64) : 1;
 	if (nt > items)
 		nt = (int)items;
@@ -566,7 +571,7 @@ zinf_model_init_params(const zinf_model_config *cfg, const zinf_model_layout *la
 	pthread_t th[64];
 	int started = 0;
 	for (int i = 0; i < nt; i++)
-		jobs[i] = (init_job){cfg, lay, seed, params, nt, i};
+		jobs[i] = (init_job){cfg, lay, seed, dst, lo, hi, nt, i};
 	for (int i = 1; i < nt; i++) {
 		if (pthread_create(&th[i], NULL, init_worker, &jobs[i]))
 			break;
@@ -578,6 +583,22 @@ zinf_model_init_params(const zinf_model_config *cfg, const zinf_model_layout *la
 		init_worker(&jobs[i]);
 	for (int i = 1; i <= started; i++)
 		pthread_join(th[i], NULL);
+}
+
+void
+zinf_model_init_params(const zinf_model_config *cfg, const zinf_model_layout *lay,
+		       uint64_t seed, float *params)
+{
+	zinf_model_zero_padding(lay, params);
+	init_window(cfg, lay, seed, 0, lay->total_numel, params);
+}
+
+void
+zinf_model_init_range(const zinf_model_config *cfg, const zinf_model_layout *lay, uint64_t seed,
+		      int64_t offset, int64_t n, float *dst)
+{
+	memset(dst, 0, (size_t)n * sizeof(float)); /* gaps, tails, padded rows */
+	init_window(cfg, lay, seed, offset, offset + n, dst);
 }
 
 /* ---- FLOPs ---- */

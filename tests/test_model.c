@@ -185,6 +185,19 @@ test_init(void)
 		T_CHECK(!memcmp(a, b, n * sizeof(float)), "%s: init not deterministic", c.name);
 		zinf_model_init_params(&c, &lay, 1235, b);
 		T_CHECK(memcmp(a, b, n * sizeof(float)) != 0, "%s: seed ignored", c.name);
+		/* init_range (fast_init, one sub-group at a time): windows that cut tensors, odd
+		 * offsets, the padded tail; garbage in dst must be overwritten */
+		int64_t win = 100003;
+		for (int64_t off = 0; off < lay.total_numel; off += win) {
+			int64_t len = off + win < lay.total_numel ? win : lay.total_numel - off;
+			memset(b, 0x7f, (size_t)len * sizeof(float));
+			zinf_model_init_range(&c, &lay, 1234, off, len, b);
+			if (memcmp(a + off, b, (size_t)len * sizeof(float))) {
+				T_CHECK(0, "%s: init_range at %lld differs from init_params", c.name,
+					(long long)off);
+				break;
+			}
+		}
 
 		/* LLaMA: a layer's tensors do not depend on how many layers follow (GPT-2's
 		 * c_proj std does, by design) */

@@ -152,6 +152,10 @@ static inline int64_t zinf_layer_base(const zinf_model_layout *lay, int l)
  * Padding rows and alignment tails are 0. params has lay->total_numel floats. */
 void zinf_model_init_params(const zinf_model_config *cfg, const zinf_model_layout *lay,
 			    uint64_t seed, float *params);
+/* Elements [offset, offset + n) of what zinf_model_init_params writes, into dst[0 .. n): the
+ * same bits, without the whole vector (fast_init of offloaded state, one sub-group at a time). */
+void zinf_model_init_range(const zinf_model_config *cfg, const zinf_model_layout *lay,
+			   uint64_t seed, int64_t offset, int64_t n, float *dst);
 
 /* Load model.safetensors, or the shards named by a path ending in ".index.json" (HF
  * names, or GPT-2 hub names without "transformer."; F32, F16 or BF16 converted to fp32; GPT-2

@@ -91,6 +91,7 @@ set_default(zinf_config_overrides *ov, zinf_override o, double v)
 {
 	if (!(ov->given & (1u << o))) {
 		ov->given |= 1u << o;
+		ov->soft |= 1u << o;
 		ov->value[o] = v;
 	}
 }

@@ -417,6 +417,8 @@ apply_overrides(loader *L, const zinf_config_overrides *ov)
 			continue;
 		int o = d->ov;
 		bool given = ov->given & (1u << o);
+		if (!cfg->pending[k] && (ov->soft & (1u << o)))
+			continue; /* a default fills "auto" only */
 		if (d->type == CFG_PAIR) {
 			bool given2 = ov->given & (1u << (o + 1));
 			double *b = p;

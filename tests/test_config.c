@@ -587,6 +587,31 @@ test_memory_plan(const char *dir)
 	T_CHECK_EQ_I64(zinf_config_memory_plan(&c, 1000, &p), -EINVAL);
 }
 
+/* Trainer defaults (overrides marked soft) fill "auto" but never fight a number in the file
+ * or replace DeepSpeed's default for an absent key. */
+static void
+test_soft_defaults(void)
+{
+	zinf_config c;
+	zinf_config_overrides ov;
+	zinf_config_overrides_init(&ov);
+	ov.given = ov.soft = (1u << ZINF_OV_LEARNING_RATE) | (1u << ZINF_OV_MAX_GRAD_NORM) |
+	                     (1u << ZINF_OV_PER_DEVICE_TRAIN_BATCH_SIZE);
+	ov.value[ZINF_OV_LEARNING_RATE] = 3e-3;
+	ov.value[ZINF_OV_MAX_GRAD_NORM] = 1.0;
+	ov.value[ZINF_OV_PER_DEVICE_TRAIN_BATCH_SIZE] = 8;
+	const char *file = "{\"train_micro_batch_size_per_gpu\": \"auto\", "
+	                   "\"optimizer\": {\"type\": \"AdamW\", \"params\": {\"lr\": 0.001}}}";
+	int rc = load_json(file, &ov, 1, 0, &c);
+	T_CHECK(rc == 0, "soft defaults: %s", g_err);
+	T_CHECK(c.lr == 0.001, "file lr replaced by a default: %g", c.lr);
+	T_CHECK(c.gradient_clipping == 0.0, "absent key took a default: %g", c.gradient_clipping);
+	T_CHECK(c.train_micro_batch_size_per_gpu == 8, "auto not filled: %lld",
+	        (long long)c.train_micro_batch_size_per_gpu);
+	ov.soft = 0; /* the same values as real flags: the file's lr conflicts */
+	REFUSED(load_json(file, &ov, 1, 0, &c), "inline.json: ", "flag vs file", "--learning_rate");
+}
+
 int
 main(void)
 {
@@ -599,6 +624,7 @@ main(void)
 	test_stage_and_offload(dir);
 	test_batch_relations();
 	test_auto_and_overrides();
+	test_soft_defaults();
 	test_override_args();
 	test_scheduler();
 	test_malformed_json(dir);

@@ -160,6 +160,10 @@ typedef enum zinf_override {
 
 typedef struct zinf_config_overrides {
 	unsigned given;              /* bit (1u << zinf_override) per flag given */
+	/* Of those, the values that are a trainer's defaults rather than the user's flags: they
+	 * fill "auto" keys only and never override or conflict with a value in the file (what
+	 * HF Trainer does when it fills a DeepSpeed config). */
+	unsigned soft;
 	double value[ZINF_OV_COUNT]; /* its value (switches: 1) */
 	const char *nvme_path;       /* --nvme_path DIR, or NULL; copied by load */
 } zinf_config_overrides;

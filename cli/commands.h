@@ -20,4 +20,8 @@ int zinf_bench_model_main(int argc, char **argv);
 /* zinf train ... (train_cmd.c) */
 int zinf_train_main(int argc, char **argv);
 
+/* zinf launch --num_gpus N ... -- <command> ...; the hidden zinf comm-selftest (launch_cmd.c) */
+int zinf_launch_main(int argc, char **argv);
+int zinf_comm_selftest_main(int argc, char **argv);
+
 #endif

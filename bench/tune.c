@@ -69,7 +69,7 @@ typedef struct tuner {
 	char dir_abs[PATH_MAX];
 	uint64_t budget, volume, nvme_free;
 	unsigned seconds;
-	bool quick, gpu, tty;
+	bool quick, gpu, tty, no_prune;
 	uint64_t vals[K_COUNT][MAX_VALS];
 	int nvals[K_COUNT];
 	trial *trials;
@@ -257,6 +257,15 @@ run_trial(tuner *t, trial *tr)
 	const setting *s = &tr->s;
 	uint64_t sg = s->v[K_SG], k = s->v[K_BC];
 	uint64_t full = round_up(12 * sg, 4096), pch = round_up(2 * sg, 4096);
+	if ((k + 1) * full > 2 * t->volume) {
+		char b1[32], b2[32];
+		tr->skipped = true;
+		snprintf(tr->note, sizeof(tr->note),
+		         "%s per trial for %" PRIu64 " sub-groups, more than --seconds allows (%s)",
+		         bench_fmt_size((k + 1) * full, b1, sizeof(b1)), k + 1,
+		         bench_fmt_size(2 * t->volume, b2, sizeof(b2)));
+		return 0;
+	}
 	if (host_need(s) > t->budget) {
 		char b1[32], b2[32];
 		tr->skipped = true;
@@ -313,7 +322,7 @@ run_trial(tuner *t, trial *tr)
 	double tw = 0, tp = 0, ts = 0;
 	uint64_t bw = 0, bp = 0, bs = 0;
 	bool pr = false;
-	double floor = t->best_score > 0 ? 0.6 * t->best_score : 0;
+	double floor = t->best_score > 0 && !t->no_prune ? 0.6 * t->best_score : 0;
 	if (!ret)
 		ret = pump(sw, ids, g, full, (unsigned)k, 0, work, 0, &tw, &bw, &pr);
 	if (!ret) {
@@ -797,13 +806,7 @@ zinf_tune_main(int argc, char **argv)
 	cur.v[K_THREADS] = 1;
 	cur.v[K_BC] = 4;
 	cur.v[K_PIN] = 1;
-	cur.v[K_SG] = t.vals[K_SG][0];
-	for (int i = 0; i < t.nvals[K_SG]; i++) {
-		setting s = cur;
-		s.v[K_SG] = t.vals[K_SG][i];
-		if (host_need(&s) <= t.budget)
-			cur.v[K_SG] = s.v[K_SG];
-	}
+	cur.v[K_SG] = t.vals[K_SG][0]; /* calibration; the default is chosen below */
 	t.planned = 5; /* baseline + 4 confirm runs */
 	for (int k = 0; k < K_COUNT; k++)
 		t.planned += t.nvals[k];
@@ -841,6 +844,16 @@ zinf_tune_main(int argc, char **argv)
 	if (v < (16u << 20))
 		v = 16u << 20;
 	t.volume = v / (1u << 20) * (1u << 20);
+	/* default sub_group_size: the largest candidate <= 1e8 that fits the budget and the bytes
+	 * a trial may move (DeepSpeed's 1e9 needs 48 GB of buffers) */
+	for (int i = 0; i < t.nvals[K_SG]; i++) {
+		setting s = cur;
+		s.v[K_SG] = t.vals[K_SG][i];
+		uint64_t full = round_up(12 * s.v[K_SG], 4096);
+		if (s.v[K_SG] <= 100000000 && host_need(&s) <= t.budget &&
+		    (s.v[K_BC] + 1) * full <= 2 * t.volume)
+			cur.v[K_SG] = s.v[K_SG];
+	}
 
 	trial base = {.s = cur, .knob = -1};
 	if ((ret = run_trial(&t, &base)) || base.skipped) {
@@ -854,11 +867,20 @@ zinf_tune_main(int argc, char **argv)
 		return 1;
 	double best = base.score;
 	trial best_tr = base;
+	bool late = false;
 	for (int k = 0; k < K_COUNT; k++) {
 		uint64_t chosen = cur.v[k];
 		for (int i = 0; i < t.nvals[k]; i++) {
 			trial tr = {.s = cur, .knob = k};
 			tr.s.v[k] = t.vals[k][i];
+			/* past the time: the remaining values keep their current setting */
+			if (!late && (double)(bench_now_ns() - t.t_start) * 1e-9 > 0.85 * t.seconds) {
+				late = true;
+				printf("%s--seconds %u reached: the remaining values are not tried\n",
+				       t.tty ? "\n" : "", t.seconds);
+			}
+			if (late)
+				continue;
 			if (k == K_BACKEND && tr.s.v[k] == cur.v[k])
 				continue;
 			if ((ret = run_trial(&t, &tr))) {
@@ -889,8 +911,7 @@ zinf_tune_main(int argc, char **argv)
 	 * only if it is faster on average (search maxima are biased upward by noise) */
 	double sum_def = 0, sum_tun = 0;
 	trial conf_tun = best_tr;
-	double saved = t.best_score;
-	t.best_score = 0;
+	t.no_prune = true;
 	for (int r = 0; r < 2; r++) {
 		for (int w = 0; w < 2; w++) {
 			trial tr = {.s = w ? cur : base.s, .knob = w ? -3 : -2};
@@ -908,7 +929,7 @@ zinf_tune_main(int argc, char **argv)
 				conf_tun = tr;
 		}
 	}
-	t.best_score = saved;
+	t.no_prune = false;
 	base.score = sum_def / 2;
 	best_tr = conf_tun;
 	best_tr.score = sum_tun / 2;

@@ -557,11 +557,14 @@ selftest_round(zinf_comm *c, size_t n, bool gpu, uint64_t *sum)
 	if (rc)
 		goto out;
 	float *af = a.host, *bf = b.host;
-	/* 1: all_reduce sum, in place: (r+1) * (i%7+1) -> W(W+1)/2 * (i%7+1). */
+	/* 1: all_reduce sum, in place, asynchronous (ordered after the default stream's copy):
+	 * (r+1) * (i%7+1) -> W(W+1)/2 * (i%7+1). */
 	for (size_t i = 0; i < n; i++)
 		af[i] = (float)((r + 1) * (int)(i % 7 + 1));
 	buf_sync(&a, true);
-	if ((rc = zinf_comm_all_reduce(c, a.dev, a.dev, n, ZINF_COMM_F32, ZINF_COMM_SUM)))
+	if ((rc = zinf_comm_wait_for_stream(c, NULL)) ||
+	    (rc = zinf_comm_all_reduce_async(c, a.dev, a.dev, n, ZINF_COMM_F32, ZINF_COMM_SUM)) ||
+	    (rc = zinf_comm_wait(c)))
 		goto out;
 	buf_sync(&a, false);
 	for (size_t i = 0; i < n; i++)

@@ -14,6 +14,7 @@
 #include "test_util.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <math.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -703,6 +704,38 @@ suite_launch(void)
 	T_CHECK(strstr(out, "rank(s) 1 did not arrive") != NULL, "hung rank not named\n%s", out);
 	T_CHECK(now_s() - t0 < 8, "hang took %.1f s", now_s() - t0);
 	free(out);
+	/* SIGTERM to the launcher reaches the ranks (one of them hangs, the other waits in a
+	 * collective with a long timeout): all gone quickly, exit 128 + SIGTERM. */
+	fflush(stdout);
+	fflush(stderr);
+	int port = free_port();
+	pid_t lp = fork();
+	if (lp == 0) {
+		char ps[16];
+		snprintf(ps, sizeof(ps), "%d", port);
+		int dn = open("/dev/null", O_WRONLY);
+		dup2(dn, STDOUT_FILENO);
+		dup2(dn, STDERR_FILENO);
+		setenv("ZINF_COMM_TIMEOUT_S", "60", 1);
+		execl(zinf_bin, "zinf", "launch", "--cpu", "--num_gpus", "2", "--master_port", ps,
+		      "--", "comm-selftest", "--hang-rank", "0", "--fail-at", "1", (char *)NULL);
+		_exit(127);
+	}
+	struct timespec half = {0, 500 * 1000 * 1000};
+	nanosleep(&half, NULL);
+	kill(lp, SIGTERM);
+	t0 = now_s();
+	int st = 0;
+	while (waitpid(lp, &st, WNOHANG) == 0 && now_s() - t0 < 10)
+		nanosleep(&(struct timespec){0, 10 * 1000 * 1000}, NULL);
+	if (now_s() - t0 >= 10) {
+		kill(lp, SIGKILL);
+		waitpid(lp, &st, 0);
+		T_CHECK(0, "launcher still running 10 s after SIGTERM");
+	} else {
+		T_CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 128 + SIGTERM,
+		        "launcher after SIGTERM: status %#x", st);
+	}
 	/* Usage errors. */
 	if (zinf_comm_cuda_device_count() == 0) {
 		rc = run_launch("", "--num_gpus 2 -- comm-selftest", &out);

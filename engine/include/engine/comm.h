@@ -13,7 +13,9 @@
  *         even); avg = sum / W. All ranks get bitwise identical results, and the same inputs
  *         give the same bits on every run.
  *   nccl  GPU ranks (CUDA builds with NCCL): device pointers; every op runs on the comm's own
- *         CUDA stream (zinf_comm_stream) so it overlaps compute on other streams.
+ *         CUDA stream (zinf_comm_stream) so it overlaps compute on other streams. Init makes
+ *         device `opts.device` (default LOCAL_RANK) the calling thread's current device.
+ *         Reductions follow NCCL's order (deterministic for a fixed topology, not rank order).
  *
  * Timeouts: every collective, and the bootstrap, gives up after ZINF_COMM_TIMEOUT_S seconds
  * (default 300; opts.timeout_s overrides). The error names the collective ("all_reduce #12"),

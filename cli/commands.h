@@ -22,6 +22,11 @@ int zinf_train_main(int argc, char **argv);
 
 /* zinf launch --num_gpus N ... -- <command> ...; the hidden zinf comm-selftest (launch_cmd.c) */
 int zinf_launch_main(int argc, char **argv);
+/* The `zinf train --num_gpus N` short form: runs `zinf argv[0] argv[1..]` (argv without
+ * --num_gpus) as nproc local ranks (cpu != 0: CPU ranks), MASTER_ADDR/MASTER_PORT from the
+ * environment or the defaults; returns zinf launch's exit status. A command that finds
+ * WORLD_SIZE set is already a rank and must not call it again. */
+int zinf_launch_command(int nproc, int cpu, int argc, char **argv);
 int zinf_comm_selftest_main(int argc, char **argv);
 
 #endif

@@ -43,8 +43,8 @@ usage(FILE *f)
 	        "                   -- <zinf command> [args...]\n\n"
 	        "Starts N ranks on this node (global ranks R*N .. R*N+N-1 of M*N) running\n"
 	        "`zinf <command> args...`, with RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE,\n"
-	        "MASTER_ADDR (default 127.0.0.1: rank 0 listens on loopback only), MASTER_PORT\n"
-	        "(default 29500) and ZINF_COMM_BACKEND set. Rank r uses GPU LOCAL_RANK;\n"
+	        "MASTER_ADDR (default $MASTER_ADDR, else 127.0.0.1: rank 0 listens on loopback\n"
+	        "only), MASTER_PORT (default $MASTER_PORT, else 29500) and ZINF_COMM_BACKEND set. Rank r uses GPU LOCAL_RANK;\n"
 	        "--cpu runs CPU ranks (shared-memory comm) instead, on machines without GPUs.\n"
 	        "Output lines are prefixed with \"[rank r] \"; SIGINT/SIGTERM go to every rank.\n"
 	        "When a rank fails the others get SIGTERM, then SIGKILL after --grace seconds\n"
@@ -60,6 +60,7 @@ typedef struct child {
 	int fd[2];      /* stdout, stderr pipes (read ends); -1 once closed */
 	char *buf[2];   /* partial line */
 	size_t len[2];
+	bool cr[2];     /* the last byte was '\r' */
 	bool done;
 	int status;
 } child;
@@ -121,12 +122,17 @@ pump(child *c, int which)
 	}
 	for (ssize_t i = 0; i < n; i++) {
 		char ch = tmp[i];
-		if (ch == '\n' || c->len[which] == LINE_MAX_BYTES) {
-			emit(out, c->rank, c->buf[which], c->len[which]);
+		/* "\r" ends a line too (progress lines redrawn in place), so "\r\n" gives one. */
+		if (ch == '\r' || ch == '\n' || c->len[which] == LINE_MAX_BYTES) {
+			bool eol = ch == '\r' || ch == '\n';
+			if (c->len[which] || (ch == '\n' && !c->cr[which]))
+				emit(out, c->rank, c->buf[which], c->len[which]);
 			c->len[which] = 0;
-			if (ch == '\n')
+			c->cr[which] = ch == '\r';
+			if (eol)
 				continue;
 		}
+		c->cr[which] = false;
 		c->buf[which][c->len[which]++] = ch;
 	}
 	return true;
@@ -229,6 +235,11 @@ zinf_launch_main(int argc, char **argv)
 	int nproc = 0, nnodes = 1, node_rank = 0, port = 29500;
 	double grace = 5.0;
 	const char *addr = "127.0.0.1";
+	const char *env_port = getenv("MASTER_PORT"), *env_addr = getenv("MASTER_ADDR");
+	if (env_addr && *env_addr)
+		addr = env_addr;
+	if (env_port && *env_port && parse_int("MASTER_PORT", env_port, 1, 65535, &port))
+		return 2;
 	bool cpu = false;
 	int i;
 	for (i = 1; i < argc; i++) {
@@ -352,8 +363,8 @@ zinf_launch_main(int argc, char **argv)
 		c->fd[0] = c->fd[1] = -1;
 		c->buf[0] = malloc(LINE_MAX_BYTES);
 		c->buf[1] = malloc(LINE_MAX_BYTES);
-		char kv[7][300];
-		char *env[7];
+		char kv[8][300];
+		char *env[8];
 		snprintf(kv[0], sizeof(kv[0]), "RANK=%d", c->rank);
 		snprintf(kv[1], sizeof(kv[1]), "WORLD_SIZE=%d", world);
 		snprintf(kv[2], sizeof(kv[2]), "LOCAL_RANK=%d", r);
@@ -361,9 +372,11 @@ zinf_launch_main(int argc, char **argv)
 		snprintf(kv[4], sizeof(kv[4]), "MASTER_ADDR=%.250s", addr);
 		snprintf(kv[5], sizeof(kv[5]), "MASTER_PORT=%d", port);
 		snprintf(kv[6], sizeof(kv[6]), "ZINF_COMM_BACKEND=%s", cpu ? "shm" : "nccl");
-		for (int k = 0; k < 7; k++)
+		/* stdout is a pipe now: ask zinf to flush it per line (cli/main.c). */
+		snprintf(kv[7], sizeof(kv[7]), "ZINF_LINE_BUFFERED=1");
+		for (int k = 0; k < 8; k++)
 			env[k] = kv[k];
-		if (!c->buf[0] || !c->buf[1] || spawn(exe, args, c, env, 7) < 0) {
+		if (!c->buf[0] || !c->buf[1] || spawn(exe, args, c, env, 8) < 0) {
 			fprintf(stderr, "zinf launch: cannot start rank %d: %s\n", c->rank,
 			        strerror(errno));
 			c->done = true;
@@ -486,6 +499,30 @@ out:
 	free(who);
 	free(ch);
 	free(args);
+	return rc;
+}
+
+int
+zinf_launch_command(int nproc, int cpu, int argc, char **argv)
+{
+	char n[16];
+	snprintf(n, sizeof(n), "%d", nproc);
+	char **v = calloc((size_t)argc + 6, sizeof(char *));
+	if (!v) {
+		fprintf(stderr, "zinf launch: out of memory\n");
+		return 1;
+	}
+	int k = 0;
+	v[k++] = (char *)"launch";
+	v[k++] = (char *)"--num_gpus";
+	v[k++] = n;
+	if (cpu)
+		v[k++] = (char *)"--cpu";
+	v[k++] = (char *)"--";
+	for (int i = 0; i < argc; i++)
+		v[k++] = argv[i];
+	int rc = zinf_launch_main(k, v);
+	free(v);
 	return rc;
 }
 

@@ -1,5 +1,6 @@
 /* The zinf command: subcommand dispatch. Exit codes: 0 ok, 1 runtime failure, 2 usage error. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "bench/bench.h"
@@ -80,6 +81,8 @@ main(int argc, char **argv)
 		return 2;
 	}
 	const char *cmd = argv[1];
+	if (getenv("ZINF_LINE_BUFFERED")) /* set by zinf launch: its ranks' stdout is a pipe */
+		setvbuf(stdout, NULL, _IOLBF, 0);
 	if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
 		usage_top(stdout);
 		return 0;

@@ -674,6 +674,13 @@ suite_launch(void)
 			printf("launch 4 ranks:\n%s", out);
 		free(out);
 	}
+	/* Every line of a multi-line output gets its rank's prefix. */
+	snprintf(args, sizeof(args), "--cpu --num_gpus 2 --master_port %d -- --help", free_port());
+	rc = run_launch("", args, &out);
+	T_CHECK(rc == 0 && all_prefixed(out) && strstr(out, "[rank 1] usage: zinf <command>") &&
+	                strstr(out, "[rank 0]   launch "), "--help under launch: exit %d\n%s", rc,
+	        out);
+	free(out);
 	/* Rank 1 fails in round 2: exit status 3 is passed on, rank 1 named. */
 	snprintf(args, sizeof(args), "--cpu --num_gpus 3 --master_port %d -- comm-selftest "
 	         "--count 1000 --fail-rank 1 --fail-at 2", free_port());

@@ -27,6 +27,9 @@
  * send == recv + rank * count; reduce_scatter recv == send + rank * count. Buffers must not
  * otherwise overlap.
  *
+ * Threads: a comm is used by one thread at a time (the collectives of all ranks must be issued
+ * in the same order, which one issuing thread guarantees).
+ *
  * Return values: 0, or a negative errno (-ETIMEDOUT a peer did not arrive in time, -EPIPE a
  * peer exited or aborted, -EPROTO ranks disagree on the collective, -EINVAL bad arguments,
  * -EIO a backend error) with the message in zinf_comm_error(). Nothing exits the process. */

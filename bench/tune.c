@@ -105,13 +105,16 @@ round_up(uint64_t v, uint64_t a)
 }
 
 /* Host bytes a setting needs: what optstep asks the swapper for with an NVMe home ((k+1)
- * chunks + k staging slots) plus k parameter buffers. */
+ * chunks + k staging slots) plus k parameter buffers; through to the GPU, write-backs that
+ * step down GPU -> host -> NVMe can hold another (k+1) host chunk copies while in flight
+ * (seen on the H200: the default setting ran out of an unpadded budget). */
 static uint64_t
-host_need(const setting *s)
+host_need(const setting *s, bool gpu)
 {
 	uint64_t k = s->v[K_BC], full = round_up(12 * s->v[K_SG], 4096);
 	uint64_t pch = round_up(2 * s->v[K_SG], 4096);
-	return (k + 1) * full + k * (full < STAGING_MAX ? full : STAGING_MAX) + k * pch;
+	return (k + 1) * full * (gpu ? 2 : 1) + k * (full < STAGING_MAX ? full : STAGING_MAX) +
+	       k * pch;
 }
 
 static const char *
@@ -217,11 +220,16 @@ pump(offload_swapper_t *sw, const int *ids, uint64_t n, uint64_t chunk, unsigned
 				resident--;
 				continue;
 			}
-			if (op == 2 && ev[e].op == OFFLOAD_OP_FETCH) {
-				/* the step changed the sub-group: write it back */
+			if (op == 2 && ev[e].op == OFFLOAD_OP_FETCH && ev[e].tag == 1) {
+				/* the step changed the sub-group: write it back as optstep does: from
+				 * the GPU a fetch into NVMe (staged), then the GPU copy is dropped;
+				 * from host memory an evict (evict steps down one tier only, so from
+				 * the GPU it would stop in host memory) */
 				int r = offload_chunk_dirty(sw, ev[e].chunk, work);
 				if (!r)
-					r = offload_chunk_evict(sw, ev[e].chunk, work, 2);
+					r = work == OFFLOAD_TIER_GPU
+					            ? offload_chunk_fetch(sw, ev[e].chunk, OFFLOAD_TIER_NVME, 2)
+					            : offload_chunk_evict(sw, ev[e].chunk, work, 2);
 				moved += chunk;
 				if (r) {
 					if (!ret)
@@ -231,7 +239,7 @@ pump(offload_swapper_t *sw, const int *ids, uint64_t n, uint64_t chunk, unsigned
 				}
 				continue;
 			}
-			if (op == 1)
+			if (op == 1 || (op == 2 && work == OFFLOAD_TIER_GPU))
 				(void)offload_chunk_drop(sw, ev[e].chunk, work);
 			moved += chunk;
 			resident--;
@@ -266,11 +274,11 @@ run_trial(tuner *t, trial *tr)
 		         bench_fmt_size(2 * t->volume, b2, sizeof(b2)));
 		return 0;
 	}
-	if (host_need(s) > t->budget) {
+	if (host_need(s, t->gpu) > t->budget) {
 		char b1[32], b2[32];
 		tr->skipped = true;
 		snprintf(tr->note, sizeof(tr->note), "needs %s of host memory, budget %s",
-		         bench_fmt_size(host_need(s), b1, sizeof(b1)),
+		         bench_fmt_size(host_need(s, t->gpu), b1, sizeof(b1)),
 		         bench_fmt_size(t->budget, b2, sizeof(b2)));
 		return 0;
 	}
@@ -287,7 +295,7 @@ run_trial(tuner *t, trial *tr)
 	so.buffer_size = full < STAGING_MAX ? full : STAGING_MAX;
 	so.pin_memory = s->v[K_PIN] != 0;
 	so.allow_unpinned = true;
-	so.host_budget = host_need(s) + (1u << 20);
+	so.host_budget = host_need(s, t->gpu) + (1u << 20);
 	if (t->gpu)
 		so.gpu_budget = k * (full > pch ? full : pch) + (1u << 20);
 	so.nvme_paths = paths;
@@ -850,7 +858,7 @@ zinf_tune_main(int argc, char **argv)
 		setting s = cur;
 		s.v[K_SG] = t.vals[K_SG][i];
 		uint64_t full = round_up(12 * s.v[K_SG], 4096);
-		if (s.v[K_SG] <= 100000000 && host_need(&s) <= t.budget &&
+		if (s.v[K_SG] <= 100000000 && host_need(&s, t.gpu) <= t.budget &&
 		    (s.v[K_BC] + 1) * full <= 2 * t.volume)
 			cur.v[K_SG] = s.v[K_SG];
 	}

@@ -402,6 +402,13 @@ zinf_train_main(int argc, char **argv)
 				       1e3 * st.t_backward / (double)(done - start),
 				       1e3 * st.t_step / (double)(done - start),
 				       1e3 * st.t_io / (double)(done - start));
+			if (cfg.wall_clock_breakdown &&
+			    cfg.offload_optimizer.device != ZINF_DEVICE_NONE)
+				printf("  offload: nvme read %.2f GB + written %.2f GB per step | host "
+				       "buffers peak %.3f GiB\n",
+				       1e-9 * (double)st.opt_nvme_read / (double)(done - start),
+				       1e-9 * (double)st.opt_nvme_written / (double)(done - start),
+				       (double)st.host_pinned_peak / (double)(1u << 30));
 			fflush(stdout);
 			tlast = t;
 			tok_last = st.tokens;

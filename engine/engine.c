@@ -741,6 +741,11 @@ adam_apply(zinf_engine *e, const zinf_adam_cfg *a, float grad_mult)
 			e->st.opt_bytes_read += ss.bytes[t][0];
 			e->st.opt_bytes_written += ss.bytes[t][1];
 		}
+		e->st.opt_nvme_read += ss.bytes[OFFLOAD_TIER_NVME][0];
+		e->st.opt_nvme_written += ss.bytes[OFFLOAD_TIER_NVME][1];
+		offload_tier_usage hu;
+		offload_host_pool_usage(offload_swapper_host_pool(zinf_optstep_swapper(e->os)), &hu);
+		e->st.host_pinned_peak = hu.peak;
 		e->st.t_io += now() - t0;
 		if (rc)
 			return fail(e, rc, "optimizer step %lld failed: %s; the checkpoint written last "

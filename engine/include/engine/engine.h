@@ -264,6 +264,8 @@ typedef struct zinf_engine_stats {
 	double t_forward, t_backward, t_step, t_io;
 	uint64_t tokens; /* trained tokens (B*T per micro-step) */
 	uint64_t opt_bytes_read, opt_bytes_written; /* optimizer swap traffic, summed */
+	uint64_t opt_nvme_read, opt_nvme_written;   /* of which NVMe, summed */
+	uint64_t host_pinned_peak; /* optimizer offload: most host (pinned) buffer bytes held */
 } zinf_engine_stats;
 void zinf_engine_get_stats(const zinf_engine *e, zinf_engine_stats *s);
 

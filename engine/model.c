@@ -715,7 +715,7 @@ get_string(cfgp *p, const cJSON *obj, const char *field, const char **out)
 static int
 refuse_bool(cfgp *p, const char *field, bool def, bool bad, const char *fix)
 {
-	bool v;
+	bool v = def;
 	int rc = get_bool(p, field, def, &v);
 	if (rc)
 		return rc;
@@ -729,7 +729,7 @@ refuse_bool(cfgp *p, const char *field, bool def, bool bad, const char *fix)
 static int
 check_act(cfgp *p, const char *field, const char *def, const char *ok1, const char *ok2)
 {
-	const char *act;
+	const char *act = NULL;
 	int rc = get_string(p, p->root, field, &act);
 	if (rc)
 		return rc;

@@ -139,7 +139,7 @@ zinf_read_file(const char *path, size_t max, char **out, size_t *len, char *err,
 		return FAIL(-ENOMEM, "%s: out of memory for %lld bytes", path,
 			    (long long)st.st_size);
 	}
-	size_t got;
+	size_t got = 0;
 	int rc = pread_full(fd, buf, (size_t)st.st_size, 0, &got);
 	close(fd);
 	if (rc) {
@@ -381,7 +381,7 @@ zinf_st_open(const char *path, zinf_st_file *f, char *err, size_t errlen)
 	}
 	f->file_size = (uint64_t)st.st_size;
 	unsigned char len8[8];
-	size_t got;
+	size_t got = 0;
 	if ((rc = pread_full(f->fd, len8, 8, 0, &got))) {
 		FAIL(rc, "%s: read: %s", path, strerror(-rc));
 		goto out;
@@ -510,7 +510,7 @@ zinf_st_read(const zinf_st_file *f, const zinf_st_tensor *t, uint64_t at, void *
 		return FAIL(-EINVAL, "%s: tensor %s: read of %zu bytes at %llu is past its %llu",
 			    f->path, t->name, len, (unsigned long long)at,
 			    (unsigned long long)t->nbytes);
-	size_t got;
+	size_t got = 0;
 	int rc = pread_full(f->fd, buf, len, t->offset + at, &got);
 	if (rc)
 		return FAIL(rc, "%s: tensor %s: read: %s", f->path, t->name, strerror(-rc));

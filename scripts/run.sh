@@ -1,11 +1,9 @@
 #!/usr/bin/env bash
-# Sets up, builds and runs zinf's main job. Until the training engine lands (see README,
-# 'Status'), that is the NVMe/file throughput benchmark on a temporary folder.
+# Sets up, builds and runs zinf's main job: `zinf train` with no arguments, i.e. the gpt2-tiny
+# preset on the built-in corpus (generated at start, byte-level tokens) for 200 steps, on the
+# GPU when one is usable, else on the CPU; the loss falls from ~6.2 to ~2. Extra arguments go
+# to zinf train (e.g. scripts/run.sh --model llama-tiny --steps 100).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh build
-dir=${ZINF_BENCH_DIR:-$(mktemp -d "${TMPDIR:-/var/tmp}/zinf-bench.XXXXXX")}
-trap 'rmdir "$dir" 2>/dev/null || true' EXIT
-for rw in write read; do
-	build/bin/zinf bench io --path "$dir" --size 1G --block-size 1M --queue-depth 32 --rw "$rw" "$@"
-done
+exec build/bin/zinf train "$@"

@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 build=${1:-build}
 shift || true
 
-pkgs=(build-essential cmake ninja-build pkg-config liburing-dev libaio-dev libjemalloc-dev libcjson-dev python3)
+# clang: the libFuzzer harnesses (config parser, token shards) that scripts/test.sh runs.
+pkgs=(build-essential cmake ninja-build pkg-config liburing-dev libaio-dev libjemalloc-dev libcjson-dev python3 clang)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

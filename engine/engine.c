@@ -14,7 +14,25 @@
  *        configs run the bf16 model with fp16 loss scaling and the overflow check on the fp32
  *        gradients: the GPU model has no fp16 kernels.
  * The optimizer covers the rank's ZeRO partition (zero_partition.c); at world size 1 that is
- * the whole vector at every stage. */
+ * the whole vector at every stage.
+ *
+ * Several ranks (one engine per process, a comm between them), stages 0-2. Below stage 3 the
+ * partition is one contiguous range [pb, pb + pn) of the flat vector; every rank's range is
+ * `per` elements long in a vector padded to W * per (the last rank's tail is padding), which is
+ * what in-place reduce-scatter / all-gather need. Backward scales by 1 / (accum * W) and the
+ * collectives SUM, which is the average over ranks.
+ *   stage 0: at the boundary the gradients are all-reduced; every rank steps everything.
+ *   stage 1: at the boundary the gradients are reduce-scattered in place (the rank's block
+ *            lands at grads + pb); Adam runs over the partition (m, v are pn long, the offload
+ *            handle covers pn); the updated partition is all-gathered into the full parameter
+ *            copy (fp32 on the CPU, bf16 on the GPU).
+ *   stage 2: the reduce-scatter happens after every backward. CPU: into a partition-sized
+ *            accumulator (the full buffer is scratch, cleared after each reduce). GPU: in place;
+ *            the rest of the buffer is cleared so the next backward adds to the reduced block
+ *            (sum over ranks of zeros outside each rank's own block), no extra kernel.
+ *   Grad norm: partition sums of squares all-gathered and summed in rank order (the same bits
+ *   on every rank), found_inf OR-ed; stage 0 needs none (the reduced gradients are identical).
+ * Stage 3 (per-layer parameter sharding) is not here: world size > 1 at stage 3 is refused. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <math.h>
@@ -33,6 +51,7 @@
 #include "kernels/adam_cuda.h"
 #endif
 
+#include "engine/comm.h"
 #include "engine/engine.h"
 #include "engine/model_cpu.h"
 #include "engine/model_gpu.h"
@@ -53,6 +72,15 @@ struct zinf_engine {
 	int64_t accum, N;
 	zinf_dtype grad_dtype; /* what the optimizer reads: FP32, or FP16 (fp16 on the CPU) */
 
+	/* ranks: W = world size; the rank's partition [pb, pb + pn), `per` long per rank, the
+	 * full buffers Np = W * per long (stage 0 and W 1: pb 0, pn = per = Np = N) */
+	zinf_comm *comm;
+	bool own_comm;
+	int W, rank;
+	int64_t pb, pn, per, Np;
+	bool part_grads; /* stage 2 at W > 1: reduce-scatter after every backward */
+	float *gpart;    /* CPU stage 2: the partition's accumulated gradients (pn) */
+
 	/* CPU */
 	zinf_cpu_model *cpu;
 	float *params, *grads, *m, *v;
@@ -71,6 +99,7 @@ struct zinf_engine {
 	float *d_grads, *d_master, *d_m, *d_v;
 	zinf_grad_stats *d_stats;
 	zinf_grad_scratch *d_scratch;
+	zinf_grad_stats *d_gather; /* W records: the ranks' partition statistics */
 #endif
 
 	zinf_lr_schedule sched;
@@ -149,7 +178,7 @@ optstep_open(zinf_engine *e)
 	const zinf_config_offload *oo = &e->cfg.offload_optimizer;
 	zinf_optstep_opts so;
 	zinf_optstep_opts_init(&so);
-	so.nparams = (uint64_t)e->N;
+	so.nparams = (uint64_t)e->pn;
 	uint64_t sg = e->cfg.sub_group_size > 0 ? (uint64_t)e->cfg.sub_group_size : so.nparams;
 	so.sub_group_size = sg < so.nparams ? sg : so.nparams;
 	so.device = oo->device == ZINF_DEVICE_NVME ? ZINF_OPTSTEP_DEVICE_NVME
@@ -193,11 +222,41 @@ optstep_open(zinf_engine *e)
 	return 0;
 }
 
-/* Host copies of master, m, v (any NULL) of the rank's partition, wherever they live. */
+/* The parameters' full copy from the owned partitions (W > 1 at stages 1-2): an in-place
+ * all-gather of each rank's `per` block (CPU fp32 params, GPU bf16 d_p16). */
+static int
+gather_params(zinf_engine *e)
+{
+	if (e->W == 1 || e->cfg.stage == 0)
+		return 0;
+	int rc;
+	if (!on_gpu(e)) {
+		rc = zinf_comm_all_gather(e->comm, e->params + e->pb, e->params, (size_t)e->per,
+		                          ZINF_COMM_F32);
+	} else {
+#ifdef ZINF_HAVE_CUDA
+		rc = zinf_comm_wait_for_stream(e->comm, e->stream);
+		if (!rc)
+			rc = zinf_comm_all_gather(e->comm, e->d_p16 + e->pb, e->d_p16, (size_t)e->per,
+			                          ZINF_COMM_BF16);
+		if (!rc)
+			rc = zinf_comm_stream_wait_comm(e->comm, e->stream);
+#else
+		rc = -ENODEV;
+#endif
+	}
+	if (rc)
+		return fail(e, rc, "rank %d: all-gathering the updated parameters (%lld elements per "
+		            "rank): %s", e->rank, (long long)e->per, zinf_comm_error(e->comm));
+	return 0;
+}
+
+/* Host copies of master, m, v (any NULL) of the rank's partition (pn elements), wherever they
+ * live. */
 static int
 state_read(zinf_engine *e, float *master, float *m, float *v)
 {
-	size_t bytes = (size_t)e->N * sizeof(float);
+	size_t bytes = (size_t)e->pn * sizeof(float);
 	if (e->os) {
 		int rc = zinf_optstep_read(e->os, master, m, v);
 		if (rc)
@@ -207,7 +266,7 @@ state_read(zinf_engine *e, float *master, float *m, float *v)
 	}
 	if (!on_gpu(e)) {
 		if (master)
-			memcpy(master, e->params, bytes);
+			memcpy(master, e->params + e->pb, bytes);
 		if (m)
 			memcpy(m, e->m, bytes);
 		if (v)
@@ -230,11 +289,12 @@ state_read(zinf_engine *e, float *master, float *m, float *v)
 #endif
 }
 
-/* Sets master, m, v (m, v NULL: zeros) and the Adam step; refreshes the model's parameters. */
+/* Sets master, m, v of the rank's partition (pn elements; m, v NULL: zeros) and the Adam step;
+ * refreshes the model's parameters (all ranks: a collective at W > 1, stages 1-2). */
 static int
 state_write(zinf_engine *e, const float *master, const float *m, const float *v, int64_t step)
 {
-	size_t bytes = (size_t)e->N * sizeof(float);
+	size_t bytes = (size_t)e->pn * sizeof(float);
 	if (e->os) {
 		int rc = zinf_optstep_load(e->os, master, m, v, step);
 		if (rc)
@@ -242,8 +302,8 @@ state_write(zinf_engine *e, const float *master, const float *m, const float *v,
 			            zinf_optstep_last_error(e->os));
 	}
 	if (!on_gpu(e)) {
-		if (master != e->params)
-			memcpy(e->params, master, bytes);
+		if (master != e->params + e->pb)
+			memcpy(e->params + e->pb, master, bytes);
 		if (!e->os) {
 			if (m)
 				memcpy(e->m, m, bytes);
@@ -254,16 +314,17 @@ state_write(zinf_engine *e, const float *master, const float *m, const float *v,
 			else
 				memset(e->v, 0, bytes);
 		}
-		return 0;
+		return gather_params(e);
 	}
 #ifdef ZINF_HAVE_CUDA
-	uint16_t *p16 = malloc((size_t)e->N * sizeof(uint16_t));
+	uint16_t *p16 = malloc((size_t)e->pn * sizeof(uint16_t) + 1);
 	if (!p16)
 		return fail(e, -ENOMEM, "out of memory for the bf16 parameter copy (%lld elements)",
-		            (long long)e->N);
-	for (int64_t i = 0; i < e->N; i++)
+		            (long long)e->pn);
+	for (int64_t i = 0; i < e->pn; i++)
 		p16[i] = f32_to_bf16(master[i]);
-	cudaError_t ce = cudaMemcpy(e->d_p16, p16, (size_t)e->N * 2, cudaMemcpyHostToDevice);
+	cudaError_t ce = cudaMemcpy(e->d_p16 + e->pb, p16, (size_t)e->pn * 2,
+	                            cudaMemcpyHostToDevice);
 	free(p16);
 	if (ce == cudaSuccess && !e->os) {
 		ce = cudaMemcpy(e->d_master, master, bytes, cudaMemcpyHostToDevice);
@@ -276,7 +337,7 @@ state_write(zinf_engine *e, const float *master, const float *m, const float *v,
 	}
 	if (ce != cudaSuccess)
 		return fail(e, -EIO, "copying the parameters to the GPU: %s", cudaGetErrorString(ce));
-	return 0;
+	return gather_params(e);
 #else
 	return fail(e, -ENODEV, "GPU engine in a build without CUDA");
 #endif
@@ -299,7 +360,7 @@ fast_init_fill(void *ctx, uint64_t off, uint64_t n, float *dst)
 {
 	fast_init_ctx *f = ctx;
 	zinf_engine *e = f->e;
-	zinf_model_init_range(&e->mc, &e->lay, f->seed, (int64_t)off, (int64_t)n, dst);
+	zinf_model_init_range(&e->mc, &e->lay, f->seed, e->pb + (int64_t)off, (int64_t)n, dst);
 	if (n > f->cap) {
 		free(f->p16);
 		if (!(f->p16 = malloc(n * sizeof(uint16_t)))) {
@@ -310,7 +371,7 @@ fast_init_fill(void *ctx, uint64_t off, uint64_t n, float *dst)
 	}
 	for (uint64_t i = 0; i < n; i++)
 		f->p16[i] = f32_to_bf16(dst[i]);
-	cudaError_t ce = cudaMemcpy(e->d_p16 + off, f->p16, n * 2, cudaMemcpyHostToDevice);
+	cudaError_t ce = cudaMemcpy(e->d_p16 + e->pb + off, f->p16, n * 2, cudaMemcpyHostToDevice);
 	if (ce != cudaSuccess) {
 		fail(e, -EIO, "fast_init: copying parameters to the GPU: %s", cudaGetErrorString(ce));
 		return -EIO;
@@ -327,7 +388,7 @@ fast_init(zinf_engine *e, uint64_t seed)
 	if (rc)
 		return fail(e, rc, "fast_init of the offloaded optimizer state: %s",
 		            zinf_optstep_last_error(e->os));
-	return 0;
+	return gather_params(e);
 }
 #endif
 
@@ -337,24 +398,28 @@ static int
 create_device(zinf_engine *e)
 {
 	char err[EMSG];
-	size_t bytes = (size_t)e->N * sizeof(float);
+	size_t bytes = (size_t)e->Np * sizeof(float), pbytes = (size_t)e->pn * sizeof(float);
 	if (!on_gpu(e)) {
 		int rc = zinf_cpu_model_create(&e->mc, &e->lay, e->B, e->T, e->o.threads, &e->cpu,
 		                               err, sizeof(err));
 		if (rc)
 			return fail(e, rc, "%s", err);
-		e->params = calloc((size_t)e->N, sizeof(float));
-		e->grads = calloc((size_t)e->N, sizeof(float));
+		e->params = calloc((size_t)e->Np, sizeof(float));
+		e->grads = calloc((size_t)e->Np, sizeof(float));
 		if (!e->os) {
-			e->m = calloc((size_t)e->N, sizeof(float));
-			e->v = calloc((size_t)e->N, sizeof(float));
+			e->m = calloc((size_t)e->pn, sizeof(float));
+			e->v = calloc((size_t)e->pn, sizeof(float));
 		}
+		if (e->part_grads)
+			e->gpart = calloc((size_t)e->pn, sizeof(float));
 		if (e->grad_dtype == ZINF_DTYPE_FP16)
-			e->grads16 = calloc((size_t)e->N, sizeof(uint16_t));
+			e->grads16 = calloc((size_t)e->pn, sizeof(uint16_t));
 		if (!e->params || !e->grads || (!e->os && (!e->m || !e->v)) ||
+		    (e->part_grads && !e->gpart) ||
 		    (e->grad_dtype == ZINF_DTYPE_FP16 && !e->grads16))
 			return fail(e, -ENOMEM, "out of host memory for %lld parameters (%zu bytes "
-			            "each for params, grads, Adam m and v)", (long long)e->N, bytes);
+			            "each for params and grads, %zu for Adam m and v)", (long long)e->N,
+			            bytes, pbytes);
 		return 0;
 	}
 	zinf_gpu_model_opts go = {.B = e->B, .T = e->T, .recompute = e->o.recompute,
@@ -364,21 +429,25 @@ create_device(zinf_engine *e)
 		return fail(e, rc, "%s", err);
 #ifdef ZINF_HAVE_CUDA
 	e->stream = (cudaStream_t)zinf_gpu_model_stream(e->gpu);
-	cudaError_t ce = cudaMalloc((void **)&e->d_p16, (size_t)e->N * 2);
+	cudaError_t ce = cudaMalloc((void **)&e->d_p16, (size_t)e->Np * 2);
+	if (ce == cudaSuccess)
+		ce = cudaMemset(e->d_p16, 0, (size_t)e->Np * 2);
 	if (ce == cudaSuccess)
 		ce = cudaMalloc((void **)&e->d_grads, bytes);
 	if (ce == cudaSuccess)
 		ce = cudaMemset(e->d_grads, 0, bytes);
+	if (ce == cudaSuccess && e->W > 1)
+		ce = cudaMalloc((void **)&e->d_gather, (size_t)e->W * sizeof(zinf_grad_stats));
 	if (ce == cudaSuccess)
 		ce = cudaMalloc((void **)&e->d_stats, sizeof(zinf_grad_stats));
 	if (ce == cudaSuccess)
 		ce = cudaMalloc((void **)&e->d_scratch, sizeof(zinf_grad_scratch));
 	if (ce == cudaSuccess && !e->os) {
-		ce = cudaMalloc((void **)&e->d_master, bytes);
+		ce = cudaMalloc((void **)&e->d_master, pbytes);
 		if (ce == cudaSuccess)
-			ce = cudaMalloc((void **)&e->d_m, bytes);
+			ce = cudaMalloc((void **)&e->d_m, pbytes);
 		if (ce == cudaSuccess)
-			ce = cudaMalloc((void **)&e->d_v, bytes);
+			ce = cudaMalloc((void **)&e->d_v, pbytes);
 	}
 	if (ce != cudaSuccess)
 		return fail(e, -ENOMEM, "GPU memory for %lld parameters (bf16 params, fp32 grads%s): "
@@ -406,10 +475,15 @@ zinf_engine_create(const zinf_model_config *mcfg, const zinf_config *cfg,
 		         "before zinf_engine_create()", cfg->path);
 		return -EINVAL;
 	}
-	if (opts->world_size != 1 || opts->rank != 0) {
-		snprintf(err, errlen, "rank %d of world size %d: this engine runs one rank; several "
-		         "ranks need the comm layer (zinf launch, issue 8)", opts->rank,
-		         opts->world_size);
+	if (opts->world_size < 1 || opts->rank < 0 || opts->rank >= opts->world_size) {
+		snprintf(err, errlen, "rank %d of world size %d: need 0 <= rank < world_size",
+		         opts->rank, opts->world_size);
+		return -EINVAL;
+	}
+	if (opts->world_size > 1 && cfg->stage >= 3) {
+		snprintf(err, errlen, "%s: zero_optimization.stage 3 with %d ranks: per-layer "
+		         "parameter sharding is not in the engine yet; use stage 2 (optimizer state "
+		         "and gradients partitioned) or one rank", cfg->path, opts->world_size);
 		return -ENOTSUP;
 	}
 	if (cfg->world_size != opts->world_size) {
@@ -464,16 +538,59 @@ zinf_engine_create(const zinf_model_config *mcfg, const zinf_config *cfg,
 		return rc;
 	}
 	e->N = e->lay.total_numel;
+	e->W = opts->world_size;
+	e->rank = opts->rank;
 	rc = zinf_zero_partition_init(&e->part, (int)cfg->stage, opts->world_size, opts->rank,
 	                              e->lay.block_offset, e->lay.block_numel, e->lay.nblocks,
 	                              ZINF_BLOCK_ALIGN, err, errlen);
-	if (!rc && (e->part.nranges != 1 || e->part.owned_numel != e->N)) {
-		snprintf(err, errlen, "ZeRO partition of rank %d is not the whole vector at world "
-		         "size 1", opts->rank);
-		rc = -EINVAL;
-	}
 	if (rc)
 		goto fail_early;
+	if (e->W == 1 || cfg->stage == 0) {
+		e->pb = 0;
+		e->pn = e->per = e->Np = e->N;
+	} else {
+		int64_t per = (e->N + e->W - 1) / e->W;
+		e->per = (per + ZINF_BLOCK_ALIGN - 1) / ZINF_BLOCK_ALIGN * ZINF_BLOCK_ALIGN;
+		e->Np = e->per * e->W;
+		e->pn = e->part.owned_numel;
+		e->pb = e->part.nranges ? e->part.ranges[0].begin : e->N;
+		if (e->part.nranges != 1 || e->pn < 1 || e->pb != (int64_t)e->rank * e->per) {
+			snprintf(err, errlen, "model %s: %lld elements leave rank %d of %d no ZeRO "
+			         "partition (each rank's share is %lld elements, %d-aligned); use fewer "
+			         "ranks or stage 0", mcfg->name, (long long)e->N, e->rank, e->W,
+			         (long long)e->per, ZINF_BLOCK_ALIGN);
+			rc = -EINVAL;
+			goto fail_early;
+		}
+	}
+	e->part_grads = e->W > 1 && cfg->stage == 2;
+	if (e->W > 1) {
+		if (opts->comm) {
+			e->comm = opts->comm;
+		} else {
+			zinf_comm_opts co;
+			zinf_comm_opts_init(&co);
+			co.backend = on_gpu(e) ? ZINF_COMM_NCCL : ZINF_COMM_SHM;
+			co.rank = e->rank;
+			co.world_size = e->W;
+			co.device = on_gpu(e) ? opts->gpu_device : -1;
+			char cerr[EMSG];
+			rc = zinf_comm_init(&co, &e->comm, cerr, sizeof(cerr));
+			if (rc) {
+				snprintf(err, errlen, "rank %d of %d: joining the job: %s", e->rank, e->W,
+				         cerr);
+				goto fail_early;
+			}
+			e->own_comm = true;
+		}
+		if (zinf_comm_rank(e->comm) != e->rank || zinf_comm_world_size(e->comm) != e->W) {
+			snprintf(err, errlen, "the comm is rank %d of %d, the engine was asked for rank "
+			         "%d of %d: pass the comm's rank and world size", zinf_comm_rank(e->comm),
+			         zinf_comm_world_size(e->comm), e->rank, e->W);
+			rc = -EINVAL;
+			goto fail_early;
+		}
+	}
 	rc = zinf_lr_schedule_init(&e->sched, cfg, err, errlen);
 	if (rc)
 		goto fail_early;
@@ -512,8 +629,10 @@ zinf_engine_create(const zinf_model_config *mcfg, const zinf_config *cfg,
 	} else {
 		zinf_model_init_params(&e->mc, &e->lay, opts->seed, init);
 	}
+	if (!on_gpu(e) && init != e->params)
+		memcpy(e->params, init, (size_t)e->N * sizeof(float));
 	if (!rc)
-		rc = state_write(e, init, NULL, NULL, 0);
+		rc = state_write(e, init + e->pb, NULL, NULL, 0);
 	if (init != e->params)
 		free(init);
 	if (rc)
@@ -532,6 +651,8 @@ fail:
 fail_early:
 	zinf_zero_partition_free(&e->part);
 	zinf_model_layout_free(&e->lay);
+	if (e->own_comm)
+		zinf_comm_destroy(e->comm);
 	free(e);
 	return rc;
 }
@@ -555,14 +676,18 @@ zinf_engine_destroy(zinf_engine *e)
 	cudaFree(e->d_v);
 	cudaFree(e->d_stats);
 	cudaFree(e->d_scratch);
+	cudaFree(e->d_gather);
 #endif
 	free(e->params);
 	free(e->grads);
 	free(e->grads16);
+	free(e->gpart);
 	free(e->m);
 	free(e->v);
 	zinf_zero_partition_free(&e->part);
 	zinf_model_layout_free(&e->lay);
+	if (e->own_comm)
+		zinf_comm_destroy(e->comm);
 	free(e);
 }
 
@@ -625,6 +750,72 @@ zinf_engine_eval(zinf_engine *e, const int32_t *tokens, const int32_t *targets, 
 	return model_forward(e, tokens, targets, loss);
 }
 
+/* The gradients summed over ranks (backward already divided by W): stage 0 all-reduces the
+ * full buffer; stages 1-2 reduce-scatter it in place, the rank's block landing at grads + pb.
+ * Stage 2 calls this after every backward: the CPU adds the block to its partition accumulator
+ * and clears the scratch; the GPU clears everything but its block, so the next backward adds to
+ * it and the next reduce-scatter sums (block + new) on this rank with (0 + new) elsewhere. */
+static int
+reduce_grads(zinf_engine *e)
+{
+	if (e->W == 1)
+		return 0;
+	int rc;
+	const char *what = e->cfg.stage == 0 ? "all-reducing" : "reduce-scattering";
+	if (!on_gpu(e)) {
+		if (e->cfg.stage == 0)
+			rc = zinf_comm_all_reduce(e->comm, e->grads, e->grads, (size_t)e->N,
+			                          ZINF_COMM_F32, ZINF_COMM_SUM);
+		else
+			rc = zinf_comm_reduce_scatter(e->comm, e->grads, e->grads + e->pb,
+			                              (size_t)e->per, ZINF_COMM_F32, ZINF_COMM_SUM);
+		if (!rc && e->part_grads) {
+			const float *src = e->grads + e->pb;
+			for (int64_t i = 0; i < e->pn; i++)
+				e->gpart[i] += src[i];
+			memset(e->grads, 0, (size_t)e->Np * sizeof(float));
+		}
+	} else {
+#ifdef ZINF_HAVE_CUDA
+		rc = zinf_comm_wait_for_stream(e->comm, e->stream);
+		if (!rc && e->cfg.stage == 0)
+			rc = zinf_comm_all_reduce(e->comm, e->d_grads, e->d_grads, (size_t)e->N,
+			                          ZINF_COMM_F32, ZINF_COMM_SUM);
+		else if (!rc)
+			rc = zinf_comm_reduce_scatter(e->comm, e->d_grads, e->d_grads + e->pb,
+			                              (size_t)e->per, ZINF_COMM_F32, ZINF_COMM_SUM);
+		if (!rc)
+			rc = zinf_comm_stream_wait_comm(e->comm, e->stream);
+		if (!rc && e->part_grads) {
+			int64_t end = e->pb + e->per;
+			cudaError_t ce = cudaMemsetAsync(e->d_grads, 0, (size_t)e->pb * sizeof(float),
+			                                 e->stream);
+			if (ce == cudaSuccess)
+				ce = cudaMemsetAsync(e->d_grads + end, 0,
+				                     (size_t)(e->Np - end) * sizeof(float), e->stream);
+			if (ce != cudaSuccess)
+				return fail(e, -EIO, "clearing the reduced gradients: %s",
+				            cudaGetErrorString(ce));
+		}
+#else
+		rc = -ENODEV;
+#endif
+	}
+	if (rc)
+		return fail(e, rc, "rank %d: %s the gradients (%lld elements): %s", e->rank, what,
+		            (long long)(e->cfg.stage == 0 ? e->N : e->Np), zinf_comm_error(e->comm));
+	return 0;
+}
+
+/* The rank's reduced gradient partition (pn elements of fp32). */
+static float *
+grad_part(zinf_engine *e)
+{
+	if (e->gpart)
+		return e->gpart;
+	return (on_gpu(e) ? gpu_grads(e) : e->grads) + e->pb;
+}
+
 int
 zinf_engine_backward(zinf_engine *e)
 {
@@ -633,7 +824,7 @@ zinf_engine_backward(zinf_engine *e)
 		            "the micro-batch first (once per backward)");
 	e->have_forward = false;
 	double t0 = now();
-	float scale = (float)(e->scaler.cur_scale / (double)e->accum);
+	float scale = (float)(e->scaler.cur_scale / ((double)e->accum * (double)e->W));
 	int rc;
 	if (!on_gpu(e)) {
 		rc = zinf_cpu_backward(e->cpu, e->params, e->grads, scale);
@@ -644,6 +835,8 @@ zinf_engine_backward(zinf_engine *e)
 		if (rc)
 			rc = fail(e, rc, "backward: %s", zinf_gpu_model_error(e->gpu));
 	}
+	if (!rc && e->part_grads)
+		rc = reduce_grads(e);
 	e->st.t_backward += now() - t0;
 	return rc;
 }
@@ -673,6 +866,56 @@ adam_cfg(const zinf_engine *e)
 	return a;
 }
 
+/* Partition statistics -> global ones (W > 1, stages 1-2): every rank's record is all-gathered
+ * and summed in rank order in double (the same bits everywhere), found_inf OR-ed. Stage 0 and
+ * one rank: the local statistics are already global. */
+static int
+combine_stats(zinf_engine *e, zinf_grad_stats *gs)
+{
+	if (e->W == 1 || e->cfg.stage == 0)
+		return 0;
+	enum { NF = sizeof(zinf_grad_stats) / sizeof(float) };
+	_Static_assert(sizeof(zinf_grad_stats) % sizeof(float) == 0, "stats record in floats");
+	zinf_grad_stats *all = calloc((size_t)e->W, sizeof(*all));
+	if (!all)
+		return fail(e, -ENOMEM, "out of memory for %d ranks' gradient statistics", e->W);
+	int rc;
+	if (!on_gpu(e)) {
+		rc = zinf_comm_all_gather(e->comm, gs, all, NF, ZINF_COMM_F32);
+	} else {
+#ifdef ZINF_HAVE_CUDA
+		/* nccl wants device buffers: stage the record through d_gather */
+		cudaError_t ce = cudaMemcpy(e->d_gather + e->rank, gs, sizeof(*gs),
+		                            cudaMemcpyHostToDevice);
+		rc = ce == cudaSuccess ? 0 : -EIO;
+		if (!rc)
+			rc = zinf_comm_all_gather(e->comm, e->d_gather + e->rank, e->d_gather, NF,
+			                          ZINF_COMM_F32);
+		if (!rc && cudaMemcpy(all, e->d_gather, (size_t)e->W * sizeof(*all),
+		                      cudaMemcpyDeviceToHost) != cudaSuccess)
+			rc = -EIO;
+#else
+		rc = -ENODEV;
+#endif
+	}
+	if (rc) {
+		free(all);
+		return fail(e, rc, "rank %d: all-gathering the gradient norm parts: %s", e->rank,
+		            zinf_comm_error(e->comm));
+	}
+	double sumsq = 0;
+	int32_t inf = 0;
+	for (int r = 0; r < e->W; r++) {
+		sumsq += all[r].sumsq;
+		inf |= all[r].found_inf;
+	}
+	free(all);
+	gs->sumsq = sumsq;
+	gs->found_inf = inf;
+	zinf_grad_stats_finish(gs, (float)e->scaler.cur_scale, (float)e->cfg.gradient_clipping);
+	return 0;
+}
+
 /* Gradient statistics at the boundary (host copy). */
 static int
 grad_stats(zinf_engine *e, zinf_grad_stats *gs)
@@ -680,23 +923,24 @@ grad_stats(zinf_engine *e, zinf_grad_stats *gs)
 	float scale = (float)e->scaler.cur_scale;
 	float max_norm = (float)e->cfg.gradient_clipping;
 	int rc;
+	const float *gp = grad_part(e);
 	if (!on_gpu(e)) {
-		const void *g = e->grads;
+		const void *g = gp;
 		if (e->grad_dtype == ZINF_DTYPE_FP16) {
-			for (int64_t i = 0; i < e->N; i++) {
-				_Float16 h = (_Float16)e->grads[i]; /* past 65504: inf */
+			for (int64_t i = 0; i < e->pn; i++) {
+				_Float16 h = (_Float16)gp[i]; /* past 65504: inf */
 				memcpy(&e->grads16[i], &h, 2);
 			}
 			g = e->grads16;
 		}
-		zinf_adam_chunk ch = {.grad = g, .n = e->N};
+		zinf_adam_chunk ch = {.grad = g, .n = e->pn};
 		rc = zinf_grad_stats_cpu(&ch, 1, e->grad_dtype, scale, max_norm, &e->cpu_opts, gs);
 		if (rc)
 			return fail(e, rc, "gradient norm: error %d", rc);
-		return 0;
+		return combine_stats(e, gs);
 	}
 #ifdef ZINF_HAVE_CUDA
-	zinf_adam_chunk ch = {.grad = e->d_grads, .n = e->N};
+	zinf_adam_chunk ch = {.grad = gp, .n = e->pn};
 	rc = zinf_grad_stats_cuda(&ch, 1, ZINF_DTYPE_FP32, scale, max_norm, e->d_stats,
 	                          e->d_scratch, e->stream);
 	if (rc)
@@ -707,7 +951,7 @@ grad_stats(zinf_engine *e, zinf_grad_stats *gs)
 		ce = cudaStreamSynchronize(e->stream);
 	if (ce != cudaSuccess)
 		return fail(e, -EIO, "gradient norm on the GPU: %s", cudaGetErrorString(ce));
-	return 0;
+	return combine_stats(e, gs);
 #else
 	return fail(e, -ENODEV, "GPU engine in a build without CUDA");
 #endif
@@ -721,15 +965,15 @@ adam_apply(zinf_engine *e, const zinf_adam_cfg *a, float grad_mult)
 		const void *g;
 		void *p16 = NULL;
 		if (on_gpu(e)) {
-			g = gpu_grads(e);
-			p16 = gpu_params(e);
+			g = grad_part(e);
+			p16 = (uint16_t *)gpu_params(e) + e->pb;
 #ifdef ZINF_HAVE_CUDA
 			/* the optstep runs on its own stream: the gradients must be complete */
 			cudaStreamSynchronize(e->stream);
 #endif
 		} else {
 			g = e->grad_dtype == ZINF_DTYPE_FP16 ? (const void *)e->grads16
-			                                     : (const void *)e->grads;
+			                                     : (const void *)grad_part(e);
 		}
 		double t0 = now();
 		rc = zinf_optstep_step(e->os, g, p16, a, grad_mult);
@@ -753,31 +997,32 @@ adam_apply(zinf_engine *e, const zinf_adam_cfg *a, float grad_mult)
 			            (long long)a->step, zinf_optstep_last_error(e->os));
 		if (!on_gpu(e)) {
 			/* the model computes with the offloaded master: refresh the working copy */
-			rc = zinf_optstep_read(e->os, e->params, NULL, NULL);
+			rc = zinf_optstep_read(e->os, e->params + e->pb, NULL, NULL);
 			if (rc)
 				return fail(e, rc, "reading back the stepped weights: %s",
 				            zinf_optstep_last_error(e->os));
 		}
-		return 0;
+		return gather_params(e);
 	}
 	if (!on_gpu(e)) {
-		zinf_adam_chunk ch = {.param = e->params, .m = e->m, .v = e->v,
-		                      .grad = e->grad_dtype == ZINF_DTYPE_FP16 ? (const void *)e->grads16
-		                                                                : (const void *)e->grads,
-		                      .n = e->N};
+		zinf_adam_chunk ch = {.param = e->params + e->pb, .m = e->m, .v = e->v,
+		                      .grad = e->grad_dtype == ZINF_DTYPE_FP16
+		                                      ? (const void *)e->grads16
+		                                      : (const void *)grad_part(e),
+		                      .n = e->pn};
 		rc = zinf_adam_step_cpu(a, &ch, 1, grad_mult, &e->cpu_opts);
 		if (rc)
 			return fail(e, rc, "Adam step: error %d (lr %g, betas %g %g)", rc, (double)a->lr,
 			            (double)a->beta1, (double)a->beta2);
-		return 0;
+		return gather_params(e);
 	}
 #ifdef ZINF_HAVE_CUDA
-	zinf_adam_chunk ch = {.param = e->d_master, .m = e->d_m, .v = e->d_v, .grad = e->d_grads,
-	                      .param16 = e->d_p16, .n = e->N};
+	zinf_adam_chunk ch = {.param = e->d_master, .m = e->d_m, .v = e->d_v, .grad = grad_part(e),
+	                      .param16 = e->d_p16 + e->pb, .n = e->pn};
 	rc = zinf_adam_step_cuda(a, &ch, 1, grad_mult, NULL, e->stream);
 	if (rc)
 		return fail(e, rc, "Adam step on the GPU: error %d", rc);
-	return 0;
+	return gather_params(e);
 #else
 	return fail(e, -ENODEV, "GPU engine in a build without CUDA");
 #endif
@@ -787,11 +1032,13 @@ static int
 zero_grads(zinf_engine *e)
 {
 	if (!on_gpu(e)) {
-		memset(e->grads, 0, (size_t)e->N * sizeof(float));
+		memset(e->grads, 0, (size_t)e->Np * sizeof(float));
+		if (e->gpart)
+			memset(e->gpart, 0, (size_t)e->pn * sizeof(float));
 		return 0;
 	}
 #ifdef ZINF_HAVE_CUDA
-	cudaError_t ce = cudaMemsetAsync(e->d_grads, 0, (size_t)e->N * sizeof(float), e->stream);
+	cudaError_t ce = cudaMemsetAsync(e->d_grads, 0, (size_t)e->Np * sizeof(float), e->stream);
 	if (ce != cudaSuccess)
 		return fail(e, -EIO, "clearing the gradients: %s", cudaGetErrorString(ce));
 #endif
@@ -808,7 +1055,9 @@ zinf_engine_step(zinf_engine *e)
 	}
 	double t0 = now();
 	zinf_grad_stats gs;
-	int rc = grad_stats(e, &gs);
+	int rc = e->part_grads ? 0 : reduce_grads(e);
+	if (!rc)
+		rc = grad_stats(e, &gs);
 	if (rc)
 		return rc;
 	bool overflow = gs.found_inf != 0;
@@ -883,10 +1132,79 @@ zinf_engine_layout(const zinf_engine *e)
 	return &e->lay;
 }
 
+void
+zinf_engine_get_memory(const zinf_engine *e, zinf_engine_memory *m)
+{
+	*m = (zinf_engine_memory){0};
+	uint64_t np = (uint64_t)e->Np, pn = (uint64_t)e->pn;
+	m->opt_numel = e->pn;
+	if (!on_gpu(e)) {
+		m->param_bytes = np * sizeof(float);
+		if (e->gpart) {
+			m->grad_bytes = pn * sizeof(float);
+			m->grad_scratch_bytes = np * sizeof(float);
+		} else {
+			m->grad_bytes = np * sizeof(float);
+		}
+		if (e->grads16)
+			m->grad_bytes += pn * sizeof(uint16_t);
+	} else {
+		m->param_bytes = np * 2;
+		m->grad_bytes = np * sizeof(float);
+	}
+	if (e->os) {
+		int t = e->cfg.offload_optimizer.device == ZINF_DEVICE_NVME ? OFFLOAD_TIER_NVME
+		                                                             : OFFLOAD_TIER_HOST;
+		m->opt_bytes[t] = 3 * pn * sizeof(float);
+	} else if (!on_gpu(e)) {
+		m->opt_bytes[OFFLOAD_TIER_HOST] = 2 * pn * sizeof(float);
+	} else {
+		m->opt_bytes[OFFLOAD_TIER_GPU] = 3 * pn * sizeof(float);
+	}
+}
+
 int
 zinf_engine_master(zinf_engine *e, float *out)
 {
-	return state_read(e, out, NULL, NULL);
+	if (!on_gpu(e)) {
+		if (e->os && e->W == 1)
+			return state_read(e, out, NULL, NULL);
+		/* the parameter copy is the gathered fp32 master (refreshed after every step) */
+		memcpy(out, e->params, (size_t)e->N * sizeof(float));
+		return 0;
+	}
+	if (e->W == 1 || e->cfg.stage == 0)
+		return state_read(e, out, NULL, NULL);
+#ifdef ZINF_HAVE_CUDA
+	/* fp32 partitions gathered on the GPU (nccl wants device buffers) */
+	float *host = calloc((size_t)e->per, sizeof(float)), *d_all = NULL;
+	if (!host)
+		return fail(e, -ENOMEM, "out of memory for the master partition");
+	int rc = state_read(e, host, NULL, NULL);
+	cudaError_t ce = cudaSuccess;
+	if (!rc)
+		ce = cudaMalloc((void **)&d_all, (size_t)e->Np * sizeof(float));
+	if (!rc && ce == cudaSuccess)
+		ce = cudaMemcpy(d_all + e->pb, host, (size_t)e->per * sizeof(float),
+		                cudaMemcpyHostToDevice);
+	if (!rc && ce != cudaSuccess)
+		rc = fail(e, -EIO, "gathering the fp32 master: %s", cudaGetErrorString(ce));
+	if (!rc) {
+		rc = zinf_comm_all_gather(e->comm, d_all + e->pb, d_all, (size_t)e->per,
+		                          ZINF_COMM_F32);
+		if (rc)
+			fail(e, rc, "rank %d: all-gathering the fp32 master: %s", e->rank,
+			     zinf_comm_error(e->comm));
+	}
+	if (!rc && cudaMemcpy(out, d_all, (size_t)e->N * sizeof(float), cudaMemcpyDeviceToHost) !=
+	                   cudaSuccess)
+		rc = fail(e, -EIO, "copying the gathered fp32 master to the host");
+	cudaFree(d_all);
+	free(host);
+	return rc;
+#else
+	return fail(e, -ENODEV, "GPU engine in a build without CUDA");
+#endif
 }
 
 int
@@ -975,6 +1293,10 @@ zinf_engine_save(zinf_engine *e, const char *dir, const char *tag, const void *c
 		return fail(e, -EBUSY, "checkpoint at micro-step %lld: inside a gradient "
 		            "accumulation window of %lld micro-steps; save right after a boundary "
 		            "step", (long long)e->st.micro_steps, (long long)e->accum);
+	if (e->W > 1)
+		return fail(e, -ENOTSUP, "checkpoint with %d ranks: per-rank checkpoint shards are not "
+		            "in the engine yet; train on one rank to save, or run without --save_steps",
+		            e->W);
 	double t0 = now();
 	char tagbuf[64], tmp[4096], err[EMSG];
 	if (!tag) {
@@ -1050,6 +1372,9 @@ zinf_engine_load(zinf_engine *e, const char *dir, void **client, size_t *client_
 		*client = NULL;
 	if (client_len)
 		*client_len = 0;
+	if (e->W > 1)
+		return fail(e, -ENOTSUP, "resuming with %d ranks: per-rank checkpoint shards are not "
+		            "in the engine yet; resume on one rank", e->W);
 	double t0 = now();
 	char folder[4096], path[4200], err[EMSG];
 	int rc = zinf_ckpt_find(dir, folder, sizeof(folder), err, sizeof(err));

@@ -33,6 +33,8 @@
 #include "engine/model.h"
 #include "iosched/iosched.h"
 
+struct zinf_comm;
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -203,7 +205,12 @@ typedef struct zinf_engine_opts {
 	zinf_engine_device device;
 	uint64_t seed;       /* weight init when no weights file */
 	const char *weights; /* model.safetensors to start from; NULL or "": seeded init */
-	int rank, world_size; /* 0, 1 (world_size > 1 needs the comm layer: -ENOTSUP for now) */
+	/* Ranks (data parallel + ZeRO stages 0-2, engine.c): world_size > 1 needs a comm, `comm`
+	 * when given (borrowed, must outlive the engine, same rank and world size), else one made
+	 * from the environment (RANK, MASTER_ADDR, ... as zinf launch sets them; shm for CPU
+	 * engines, nccl on gpu_device for GPU engines). Stage 3 needs world_size 1 for now. */
+	int rank, world_size;
+	struct zinf_comm *comm;
 	int threads;          /* CPU threads for the model and CPU Adam; 0: online CPUs */
 	int seq_len;          /* T of every micro-batch; required, <= max_seq */
 	bool recompute;       /* activation checkpointing (GPU path) */
@@ -269,7 +276,27 @@ typedef struct zinf_engine_stats {
 } zinf_engine_stats;
 void zinf_engine_get_stats(const zinf_engine *e, zinf_engine_stats *s);
 
-/* The model and its fp32 master weights (the rank's full vector at world size 1). */
+/* What this rank holds, in bytes, by buffer (actual allocations):
+ *   param_bytes         the compute copy of the parameters (CPU fp32, GPU bf16): the full
+ *                       vector (padded to world_size * partition) below stage 3
+ *   grad_bytes          gradients kept between micro-steps: the full vector at stages 0-1, the
+ *                       rank's partition at stage 2 on the CPU (GPU stage 2 keeps the full
+ *                       buffer: the partition is reduced in place inside it)
+ *   grad_scratch_bytes  the full-vector buffer the whole-model backward writes before its
+ *                       reduce-scatter (stage 2 on the CPU at world size > 1; 0 otherwise)
+ *   opt_bytes[tier]     fp32 master + Adam m + v held by this rank (OFFLOAD_TIER_GPU, _HOST,
+ *                       _NVME); an in-memory CPU engine's master is the owned part of the
+ *                       parameter copy, so only m + v are counted here
+ *   opt_numel           elements whose optimizer state this rank owns (its ZeRO partition) */
+typedef struct zinf_engine_memory {
+	uint64_t param_bytes, grad_bytes, grad_scratch_bytes;
+	uint64_t opt_bytes[3];
+	int64_t opt_numel;
+} zinf_engine_memory;
+void zinf_engine_get_memory(const zinf_engine *e, zinf_engine_memory *m);
+
+/* The model and its fp32 master weights: the full vector on every rank (at world size > 1 and
+ * stage >= 1 on the GPU this is a collective: every rank must call it). */
 const zinf_model_config *zinf_engine_model(const zinf_engine *e);
 const zinf_model_layout *zinf_engine_layout(const zinf_engine *e);
 int zinf_engine_master(zinf_engine *e, float *out); /* total_numel floats */

@@ -1,0 +1,10 @@
+# ZeRO stages across ranks inside the engine (issue 9): CPU ranks forked by test_zero, compared
+# with one rank on the same global batch. One ctest entry per suite.
+add_executable(test_zero test_zero.c)
+target_include_directories(test_zero PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
+target_link_libraries(test_zero PRIVATE zinf_engine m)
+target_compile_options(test_zero PRIVATE -UNDEBUG)
+foreach(_c dp2 dp4 offload fp16 memory refuse)
+  add_test(NAME zero_${_c} COMMAND test_zero ${_c})
+  set_tests_properties(zero_${_c} PROPERTIES SKIP_RETURN_CODE 77 LABELS "unit;multi" TIMEOUT 300)
+endforeach()

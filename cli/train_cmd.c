@@ -27,6 +27,7 @@ usage(FILE *f)
 	        "                  [--val_data GLOB --eval_steps N] [--steps N] [--seq_len T]\n"
 	        "                  [--out DIR --save_steps N] [--resume DIR] [--export]\n"
 	        "                  [--seed N] [--device auto|cpu|gpu] [--threads N]\n"
+	        "                  [--num_gpus N]\n"
 	        "                  [HF-style overrides: --per_device_train_batch_size N\n"
 	        "                   --gradient_accumulation_steps N --learning_rate X\n"
 	        "                   --max_grad_norm X --weight_decay X --warmup_steps N ...]\n\n"
@@ -35,6 +36,9 @@ usage(FILE *f)
 	        "--data: token shards (llm.c format). --out DIR --save_steps N writes\n"
 	        "DIR/global_stepN/ (and DIR/latest); --resume DIR continues bit-exactly; --export (or\n"
 	        "stage3_gather_16bit_weights_on_model_save) adds model.safetensors + config.json.\n"
+	        "--num_gpus N: data parallel over N ranks, the short form of `zinf launch --num_gpus N\n"
+	        "-- train ...` (--device cpu: N CPU ranks); ZeRO stage 0-2 from the config, stage 3\n"
+	        "runs on one rank. Under zinf launch (RANK set) the launcher's ranks are used.\n"
 	        "Without arguments: gpt2-tiny on the built-in corpus for 200 steps (GPU if usable).\n",
 	        "gpt2-tiny, llama-tiny, gpt2-124m, ");
 }
@@ -123,6 +127,57 @@ validate(zinf_engine *e, zinf_loader *val, long batches, int32_t *tok, int32_t *
 	return 0;
 }
 
+/* RANK / WORLD_SIZE / LOCAL_RANK as zinf launch (or torchrun, Slurm) sets them. */
+static int
+env_int(const char *name, int dflt)
+{
+	const char *v = getenv(name);
+	if (!v || !*v)
+		return dflt;
+	char *end;
+	long x = strtol(v, &end, 10);
+	return *end || x < 0 || x > (1 << 20) ? -1 : (int)x;
+}
+
+/* `zinf train --num_gpus N ...`: re-run as `zinf launch --num_gpus N [--cpu] -- train ...`
+ * without the --num_gpus pair. */
+static int
+train_launch(int argc, char **argv, int at, long n)
+{
+	char **v = calloc((size_t)argc + 1, sizeof(char *));
+	if (!v) {
+		fprintf(stderr, "zinf train: out of memory\n");
+		return 1;
+	}
+	int k = 0, cpu = 0;
+	v[k++] = (char *)"train";
+	for (int i = 1; i < argc; i++) {
+		if (i == at) {
+			i++;
+			continue;
+		}
+		if (!strcmp(argv[i], "--device") && i + 1 < argc && !strcmp(argv[i + 1], "cpu"))
+			cpu = 1;
+		v[k++] = argv[i];
+	}
+	char why[256];
+	if (!cpu && !offload_gpu_probe(why, sizeof(why))) {
+		int dev = 0;
+		for (int i = 1; i < argc; i++)
+			dev |= !strcmp(argv[i], "--device") && i + 1 < argc && !strcmp(argv[i + 1], "gpu");
+		if (dev) {
+			fprintf(stderr, "zinf train: --num_gpus %ld --device gpu: no usable GPU (%s); use "
+			        "--device cpu for CPU ranks\n", n, why);
+			free(v);
+			return 2;
+		}
+		cpu = 1;
+	}
+	int rc = zinf_launch_command((int)n, cpu, k, v);
+	free(v);
+	return rc;
+}
+
 int
 zinf_train_main(int argc, char **argv)
 {
@@ -133,6 +188,27 @@ zinf_train_main(int argc, char **argv)
 	char err[2048];
 	zinf_config_overrides ov;
 	zinf_config_overrides_init(&ov);
+
+	int world = env_int("WORLD_SIZE", 1), rank = env_int("RANK", 0);
+	int local_rank = env_int("LOCAL_RANK", 0);
+	if (world < 1 || rank < 0 || rank >= world || local_rank < 0) {
+		fprintf(stderr, "zinf train: RANK %s / WORLD_SIZE %s / LOCAL_RANK %s: need integers "
+		        "with 0 <= RANK < WORLD_SIZE (zinf launch sets them)\n", getenv("RANK"),
+		        getenv("WORLD_SIZE"), getenv("LOCAL_RANK"));
+		return 2;
+	}
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--num_gpus"))
+			continue;
+		long n;
+		if (i + 1 >= argc || parse_long("--num_gpus", argv[i + 1], 1, &n))
+			return 2;
+		if (getenv("RANK")) /* already a launched rank: the launcher's world counts */
+			break;
+		if (n > 1)
+			return train_launch(argc, argv, i, n);
+		break;
+	}
 
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
@@ -175,6 +251,8 @@ zinf_train_main(int argc, char **argv)
 			resume = v;
 		else if (!strcmp(a, "--device"))
 			device = v;
+		else if (!strcmp(a, "--num_gpus"))
+			; /* handled above */
 		else if (!strcmp(a, "--steps") || !strcmp(a, "--seq_len") ||
 		         !strcmp(a, "--save_steps") || !strcmp(a, "--eval_steps") ||
 		         !strcmp(a, "--seed") || !strcmp(a, "--threads")) {
@@ -203,6 +281,16 @@ zinf_train_main(int argc, char **argv)
 	}
 	if (strcmp(device, "auto") && strcmp(device, "cpu") && strcmp(device, "gpu")) {
 		fprintf(stderr, "zinf train: --device %s: use auto, cpu or gpu\n", device);
+		return 2;
+	}
+	if (save_steps && world > 1) {
+		fprintf(stderr, "zinf train: --save_steps with %d ranks: per-rank checkpoint shards "
+		        "are not in the engine yet; drop --save_steps or train on one rank\n", world);
+		return 2;
+	}
+	if (resume && world > 1) {
+		fprintf(stderr, "zinf train: --resume with %d ranks: per-rank checkpoint shards are "
+		        "not in the engine yet; resume on one rank\n", world);
 		return 2;
 	}
 	if (save_steps && !out) {
@@ -244,7 +332,7 @@ zinf_train_main(int argc, char **argv)
 	                : zinf_config_load_string("(built-in config)", builtin_config, &ov, &cfg,
 	                                          err, sizeof(err));
 	if (!rc)
-		rc = zinf_config_resolve(&cfg, 1, mc.d_model, err, sizeof(err));
+		rc = zinf_config_resolve(&cfg, world, mc.d_model, err, sizeof(err));
 	if (rc) {
 		fprintf(stderr, "%s\n", err);
 		return rc == -EINVAL ? 2 : 1;
@@ -289,6 +377,9 @@ zinf_train_main(int argc, char **argv)
 	eo.weights = weights[0] ? weights : NULL;
 	eo.seq_len = (int)seq_len;
 	eo.threads = (int)threads;
+	eo.rank = rank;
+	eo.world_size = world;
+	eo.gpu_device = local_rank;
 	rc = zinf_engine_create(&mc, &cfg, &eo, &e, err, sizeof(err));
 	if (rc) {
 		fprintf(stderr, "zinf train: %s\n", err);
@@ -304,6 +395,8 @@ zinf_train_main(int argc, char **argv)
 	lo.vocab_size = (uint64_t)mc.vocab_size;
 	lo.shuffle = true;
 	lo.seed = (uint64_t)seed;
+	lo.rank = rank;
+	lo.world_size = world;
 	if (zinf_loader_open(&tl, &lo, err, sizeof(err))) {
 		fprintf(stderr, "zinf train: --data: %s\n", err);
 		goto out;
@@ -348,6 +441,16 @@ zinf_train_main(int argc, char **argv)
 	       "accumulation, %ld steps%s\n", mc.name, (double)zinf_engine_layout(e)->n_params / 1e6,
 	       gpu ? "GPU" : "CPU", cfg.fp16_enabled ? "fp16" : cfg.bf16_enabled ? "bf16" : "fp32",
 	       B, seq_len, (long long)A, steps, start ? " (resumed)" : "");
+	if (world > 1) {
+		zinf_engine_memory em;
+		zinf_engine_get_memory(e, &em);
+		printf("rank %d of %d, ZeRO stage %lld: optimizer state for %lld of %lld elements "
+		       "(%.1f MiB), gradients %.1f MiB; losses below are this rank's batches\n", rank,
+		       world, (long long)cfg.stage, (long long)em.opt_numel,
+		       (long long)zinf_engine_layout(e)->total_numel,
+		       (double)(em.opt_bytes[0] + em.opt_bytes[1] + em.opt_bytes[2]) / 1048576.0,
+		       (double)em.grad_bytes / 1048576.0);
+	}
 	if (start)
 		printf("resumed at step %lld from %s\n", (long long)start, resume);
 

@@ -9,8 +9,13 @@
  *   fp16       stage 2 on 2 ranks with dynamic fp16 loss scaling: the overflow skips agree
  *   memory     per-rank bytes as the engine reports them fall as the stage says
  *   refuse     stage 3 on 2 ranks is refused naming the stage; a rank mismatch is refused
+ *   launch     zinf train --num_gpus 2 --device cpu (the zinf binary: argv[2]) trains on two
+ *              prefixed ranks; the same run with rank 1 SIGKILLed mid-training exits 128 + 9
+ *              naming rank 1
  */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -461,6 +466,157 @@ test_refuse(void)
 	zinf_engine_destroy(e);
 }
 
+/* ---- zinf train --num_gpus ---- */
+
+static char zinf_bin[4096];
+static const char *g_tmp; /* TMPDIR of the runs: their built-in corpus folders go there */
+
+/* Starts `zinf train --num_gpus 2 --device cpu ... ` with both streams into `log`. */
+static pid_t
+start_train(const char *log, const char *steps)
+{
+	char port[16];
+	snprintf(port, sizeof(port), "%d", free_port());
+	fflush(stdout);
+	fflush(stderr);
+	pid_t p = fork();
+	if (p == 0) {
+		int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+		if (fd < 0)
+			_exit(120);
+		dup2(fd, 1);
+		dup2(fd, 2);
+		setenv("MASTER_PORT", port, 1);
+		setenv("TMPDIR", g_tmp, 1);
+		unsetenv("RANK");
+		unsetenv("WORLD_SIZE");
+		execl(zinf_bin, "zinf", "train", "--num_gpus", "2", "--device", "cpu", "--threads",
+		      "1", "--seq_len", "16", "--steps", steps, (char *)NULL);
+		_exit(121);
+	}
+	return p;
+}
+
+static char *
+slurp(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return strdup("");
+	char *buf = calloc(1, 1 << 20);
+	size_t n = fread(buf, 1, (1 << 20) - 1, f);
+	buf[n] = 0;
+	fclose(f);
+	return buf;
+}
+
+/* Waits up to limit_s for pid; its exit code, 128 + signal, or -1 (killed after the limit). */
+static int
+wait_limit(pid_t pid, double limit_s)
+{
+	for (int i = 0; i < (int)(limit_s * 100); i++) {
+		int st;
+		if (waitpid(pid, &st, WNOHANG) == pid)
+			return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+		usleep(10000);
+	}
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	return -1;
+}
+
+/* The child of `parent` whose environment has RANK=<rank>, or -1. */
+static pid_t
+find_rank(pid_t parent, int rank)
+{
+	DIR *d = opendir("/proc");
+	pid_t found = -1;
+	struct dirent *de;
+	char want[32];
+	snprintf(want, sizeof(want), "RANK=%d", rank);
+	while (d && found < 0 && (de = readdir(d))) {
+		pid_t p = (pid_t)atoi(de->d_name);
+		if (p <= 0)
+			continue;
+		char path[64], buf[8192];
+		snprintf(path, sizeof(path), "/proc/%d/stat", (int)p);
+		FILE *f = fopen(path, "r");
+		if (!f)
+			continue;
+		int pp = -1;
+		/* pid (comm) state ppid: comm has no ')' for zinf */
+		if (fscanf(f, "%*d (%*[^)]) %*c %d", &pp) != 1)
+			pp = -1;
+		fclose(f);
+		if (pp != parent)
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/environ", (int)p);
+		int fd = open(path, O_RDONLY);
+		if (fd < 0)
+			continue;
+		ssize_t n = read(fd, buf, sizeof(buf) - 1);
+		close(fd);
+		for (ssize_t i = 0; i < n; i += (ssize_t)strlen(buf + i) + 1) {
+			buf[n] = 0;
+			if (!strcmp(buf + i, want))
+				found = p;
+		}
+	}
+	if (d)
+		closedir(d);
+	return found;
+}
+
+static void
+test_launch(void)
+{
+	if (access(zinf_bin, X_OK)) {
+		T_CHECK(0, "launch: %s not found (pass the zinf binary as argv[2])", zinf_bin);
+		return;
+	}
+	char *dir = t_mkdtemp("zero-launch");
+	g_tmp = dir;
+	char log[4200];
+	snprintf(log, sizeof(log), "%s/train.log", dir);
+
+	/* a short run on two CPU ranks */
+	int rc = wait_limit(start_train(log, "6"), 120);
+	char *out = slurp(log);
+	T_CHECK(rc == 0, "zinf train --num_gpus 2: exit %d\n%s", rc, out);
+	T_CHECK(strstr(out, "[rank 0] done: 6 steps") && strstr(out, "[rank 1] done: 6 steps") &&
+	                strstr(out, "[rank 1] rank 1 of 2, ZeRO stage 0"),
+	        "two ranks did not both train\n%s", out);
+	free(out);
+
+	/* rank 1 killed mid-training: the launcher exits 128 + 9 naming it */
+	pid_t launcher = start_train(log, "1000000");
+	pid_t victim = -1;
+	for (int i = 0; i < 3000 && victim < 0; i++) {
+		out = slurp(log);
+		bool training = strstr(out, "[rank 1] rank 1 of 2") != NULL;
+		free(out);
+		if (training)
+			victim = find_rank(launcher, 1);
+		if (victim < 0)
+			usleep(10000);
+	}
+	T_CHECK(victim > 0, "rank 1 of zinf train --num_gpus 2 not found under pid %d",
+	        (int)launcher);
+	if (victim > 0) {
+		usleep(200000); /* well inside the step loop */
+		kill(victim, SIGKILL);
+	}
+	rc = wait_limit(launcher, 60);
+	out = slurp(log);
+	T_CHECK(rc == 128 + 9, "killed rank: launcher exit %d, want 137\n%s", rc, out);
+	T_CHECK(strstr(out, "rank 1 was killed by signal 9") != NULL, "rank 1 not named\n%s", out);
+	free(out);
+	char cmd[4300];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	T_CHECK(system(cmd) == 0, "cleanup");
+	free(dir);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -482,6 +638,10 @@ main(int argc, char **argv)
 		test_memory();
 	else if (!strcmp(c, "refuse"))
 		test_refuse();
+	else if (!strcmp(c, "launch")) {
+		snprintf(zinf_bin, sizeof(zinf_bin), "%s", argc > 2 ? argv[2] : "zinf");
+		test_launch();
+	}
 	else {
 		fprintf(stderr, "unknown case %s\n", c);
 		return T_EXIT_FAIL;

@@ -37,46 +37,7 @@
 #define A 2   /* accumulation steps */
 #define S 10  /* optimizer steps */
 
-static zinf_model_config g_mc;
-
-static void
-tiny_model(void)
-{
-	char err[512];
-	if (zinf_model_preset("gpt2-tiny", &g_mc, err, sizeof(err))) {
-		fprintf(stderr, "%s\n", err);
-		exit(T_EXIT_FAIL);
-	}
-	g_mc.vocab_size = 256;
-	g_mc.padded_vocab = 256;
-	g_mc.d_model = 64;
-	g_mc.n_head = g_mc.n_kv_head = 2;
-	g_mc.head_dim = 32;
-	g_mc.d_ff = 256;
-	g_mc.n_layer = 2;
-	g_mc.max_seq = 64;
-	if (zinf_model_config_validate(&g_mc, err, sizeof(err))) {
-		fprintf(stderr, "tiny model: %s\n", err);
-		exit(T_EXIT_FAIL);
-	}
-}
-
-/* Global row g of optimizer step s: a learnable sequence from a start that depends on (s, g). */
-static void
-make_rows(int64_t s, int g0, int nrows, int32_t *tok, int32_t *tgt)
-{
-	for (int r = 0; r < nrows; r++) {
-		uint64_t x = (uint64_t)(s * 131 + g0 + r) * 0x9E3779B97F4A7C15ULL;
-		int32_t t = (int32_t)((x >> 40) % 256);
-		for (int i = 0; i <= TT; i++) {
-			if (i < TT)
-				tok[r * TT + i] = t;
-			if (i > 0)
-				tgt[r * TT + i - 1] = t;
-			t = (t * 5 + 17) % 251;
-		}
-	}
-}
+#include "engine_tiny.h"
 
 typedef struct run_cfg {
 	int stage;

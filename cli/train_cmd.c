@@ -26,7 +26,7 @@ usage(FILE *f)
 	        "usage: zinf train [--config ds_config.json] [--model MODEL] [--data GLOB]\n"
 	        "                  [--val_data GLOB --eval_steps N] [--steps N] [--seq_len T]\n"
 	        "                  [--out DIR --save_steps N] [--resume DIR] [--export]\n"
-	        "                  [--seed N] [--device auto|cpu|gpu] [--threads N]\n"
+	        "                  [--seed N] [--no_shuffle] [--device auto|cpu|gpu] [--threads N]\n"
 	        "                  [--num_gpus N]\n"
 	        "                  [HF-style overrides: --per_device_train_batch_size N\n"
 	        "                   --gradient_accumulation_steps N --learning_rate X\n"
@@ -184,7 +184,7 @@ zinf_train_main(int argc, char **argv)
 	const char *config = NULL, *model = "gpt2-tiny", *data = NULL, *val_data = NULL;
 	const char *out = NULL, *resume = NULL, *device = "auto";
 	long steps = 200, seq_len = 64, save_steps = 0, eval_steps = 0, seed = 1234, threads = 0;
-	bool export16 = false, steps_given = false;
+	bool export16 = false, steps_given = false, no_shuffle = false;
 	char err[2048];
 	zinf_config_overrides ov;
 	zinf_config_overrides_init(&ov);
@@ -227,6 +227,10 @@ zinf_train_main(int argc, char **argv)
 			return 2;
 		}
 		long x;
+		if (!strcmp(a, "--no_shuffle")) {
+			no_shuffle = true;
+			continue;
+		}
 		if (!strcmp(a, "--export")) {
 			export16 = true;
 			continue;
@@ -393,7 +397,7 @@ zinf_train_main(int argc, char **argv)
 	lo.B = B;
 	lo.T = (int)seq_len;
 	lo.vocab_size = (uint64_t)mc.vocab_size;
-	lo.shuffle = true;
+	lo.shuffle = !no_shuffle;
 	lo.seed = (uint64_t)seed;
 	lo.rank = rank;
 	lo.world_size = world;

@@ -56,6 +56,7 @@
 #include "engine/model_cpu.h"
 #include "engine/model_gpu.h"
 #include "engine/optstep.h"
+#include "iosched/log.h"
 #include "kernels/adam.h"
 
 #define EMSG 1024
@@ -605,6 +606,13 @@ zinf_engine_create(const zinf_model_config *mcfg, const zinf_config *cfg,
 	rc = create_device(e);
 	if (rc)
 		goto fail;
+	if (on_gpu(e) && !cfg->bf16_enabled && e->o.rank == 0)
+		zinf_log(ZINF_LOG_WARN, "engine",
+		         "%s: %s: the GPU model computes in bf16 (it has no %s kernels); %s",
+		         cfg->path, cfg->fp16_enabled ? "fp16.enabled is true" : "no bf16/fp16 block",
+		         cfg->fp16_enabled ? "fp16" : "fp32",
+		         cfg->fp16_enabled ? "fp16 dynamic loss scaling and the overflow skip still run"
+		                           : "the master weights and Adam stay fp32");
 
 	/* initial weights: the safetensors file or the family's seeded init */
 #ifdef ZINF_HAVE_CUDA

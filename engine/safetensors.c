@@ -23,23 +23,10 @@
 
 #include <cjson/cJSON.h>
 
-static int
-st_fail(char *err, size_t errlen, int rc, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
+#include "model_internal.h"
 
-static int
-st_fail(char *err, size_t errlen, int rc, const char *fmt, ...)
-{
-	if (err && errlen) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return rc;
-}
-
-#define FAIL(rc, ...) st_fail(err, errlen, (rc), __VA_ARGS__)
+/* one error helper for the engine's file formats (model_internal.h) */
+#define FAIL(rc, ...) zinf_model_fail(err, errlen, (rc), __VA_ARGS__)
 
 static const struct {
 	const char *name;

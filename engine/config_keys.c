@@ -54,6 +54,8 @@ static const cfg_key_def keys[ZINF_KEY_COUNT] = {
 		OFF(fp16_hysteresis), 2, 0, 1, BIG, NULL, 0},
 	[ZINF_KEY_FP16_MIN_LOSS_SCALE] = {"fp16.min_loss_scale", CFG_NUM, CFG_AUTO_NO, -1, -1, 0,
 		OFF(fp16_min_loss_scale), 1, 0, 0, 3.4e38, NULL, 0},
+	[ZINF_KEY_FP16_CONSECUTIVE_HYSTERESIS] = {"fp16.consecutive_hysteresis", CFG_BOOL,
+		CFG_AUTO_NO, -1, -1, 0, OFF(fp16_consecutive_hysteresis), 0, 0, 0, 1, NULL, 0},
 	[ZINF_KEY_BF16_ENABLED] = {"bf16.enabled", CFG_BOOL, CFG_AUTO_SWITCH, ZINF_OV_BF16, -1, 0,
 		OFF(bf16_enabled), 0, 0, 0, 1, NULL, 0},
 	[ZINF_KEY_OPTIMIZER_TYPE] = {"optimizer.type", CFG_ENUM, CFG_AUTO_NO, -1, -1, 0,

@@ -113,6 +113,7 @@ zinf_loss_scaler_init(zinf_loss_scaler *ls, const zinf_config *cfg)
 		ls->min_scale = cfg->fp16_min_loss_scale;
 		ls->delayed_shift = cfg->fp16_hysteresis > 0 ? cfg->fp16_hysteresis : 1;
 		ls->cur_hysteresis = ls->delayed_shift;
+		ls->consecutive_hysteresis = cfg->fp16_consecutive_hysteresis;
 	} else if (cfg->fp16_enabled) {
 		ls->cur_scale = cfg->fp16_loss_scale;
 	} else {

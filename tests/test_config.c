@@ -608,6 +608,11 @@ test_soft_defaults(void)
 	T_CHECK(c.gradient_clipping == 0.0, "absent key took a default: %g", c.gradient_clipping);
 	T_CHECK(c.train_micro_batch_size_per_gpu == 8, "auto not filled: %lld",
 	        (long long)c.train_micro_batch_size_per_gpu);
+	/* DeepSpeed's fp16.consecutive_hysteresis is a known key */
+	T_CHECK(load_json("{\"train_micro_batch_size_per_gpu\": 1, \"fp16\": {\"enabled\": true, "
+	                  "\"consecutive_hysteresis\": true}}", NULL, 1, 0, &c) == 0 &&
+	                c.fp16_consecutive_hysteresis,
+	        "fp16.consecutive_hysteresis: %s", g_err);
 	ov.soft = 0; /* the same values as real flags: the file's lr conflicts */
 	REFUSED(load_json(file, &ov, 1, 0, &c), "inline.json: ", "flag vs file", "--learning_rate");
 }

@@ -80,6 +80,7 @@ typedef enum zinf_config_key {
 	ZINF_KEY_FP16_LOSS_SCALE_WINDOW,
 	ZINF_KEY_FP16_HYSTERESIS,
 	ZINF_KEY_FP16_MIN_LOSS_SCALE,
+	ZINF_KEY_FP16_CONSECUTIVE_HYSTERESIS,
 	ZINF_KEY_BF16_ENABLED,
 	ZINF_KEY_OPTIMIZER_TYPE,
 	ZINF_KEY_OPTIMIZER_LR,
@@ -206,6 +207,7 @@ typedef struct zinf_config {
 	double fp16_loss_scale; /* 0 = dynamic */
 	int64_t fp16_initial_scale_power, fp16_loss_scale_window, fp16_hysteresis;
 	double fp16_min_loss_scale;
+	bool fp16_consecutive_hysteresis;
 
 	/* optimizer */
 	zinf_optimizer_type optimizer_type;

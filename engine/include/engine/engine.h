@@ -98,7 +98,7 @@ typedef struct zinf_loss_scaler {
 } zinf_loss_scaler;
 
 /* fp16 with loss_scale 0: dynamic from the fp16 block; fp16 with loss_scale > 0: static at it;
- * otherwise static 1. consecutive_hysteresis is not a ds_config key zinf reads: false. */
+ * otherwise static 1. consecutive_hysteresis from fp16.consecutive_hysteresis (default false). */
 void zinf_loss_scaler_init(zinf_loss_scaler *ls, const zinf_config *cfg);
 /* One boundary's outcome. Fills msg (may be NULL) on an overflow with one line naming the
  * old and new scale (or the hysteresis change). -ERANGE: overflow with the scale already at

@@ -26,7 +26,8 @@ usage(FILE *f)
 	        "usage: zinf train [--config ds_config.json] [--model MODEL] [--data GLOB]\n"
 	        "                  [--val_data GLOB --eval_steps N] [--steps N] [--seq_len T]\n"
 	        "                  [--out DIR --save_steps N] [--resume DIR] [--export]\n"
-	        "                  [--seed N] [--no_shuffle] [--device auto|cpu|gpu] [--threads N]\n"
+	        "                  [--seed N] [--no_shuffle] [--gradient_checkpointing]\n"
+	        "                  [--device auto|cpu|gpu] [--threads N]\n"
 	        "                  [--num_gpus N]\n"
 	        "                  [HF-style overrides: --per_device_train_batch_size N\n"
 	        "                   --gradient_accumulation_steps N --learning_rate X\n"
@@ -184,7 +185,7 @@ zinf_train_main(int argc, char **argv)
 	const char *config = NULL, *model = "gpt2-tiny", *data = NULL, *val_data = NULL;
 	const char *out = NULL, *resume = NULL, *device = "auto";
 	long steps = 200, seq_len = 64, save_steps = 0, eval_steps = 0, seed = 1234, threads = 0;
-	bool export16 = false, steps_given = false, no_shuffle = false;
+	bool export16 = false, steps_given = false, no_shuffle = false, recompute = false;
 	char err[2048];
 	zinf_config_overrides ov;
 	zinf_config_overrides_init(&ov);
@@ -229,6 +230,10 @@ zinf_train_main(int argc, char **argv)
 		long x;
 		if (!strcmp(a, "--no_shuffle")) {
 			no_shuffle = true;
+			continue;
+		}
+		if (!strcmp(a, "--gradient_checkpointing")) {
+			recompute = true;
 			continue;
 		}
 		if (!strcmp(a, "--export")) {
@@ -378,6 +383,10 @@ zinf_train_main(int argc, char **argv)
 	zinf_engine_opts_init(&eo);
 	eo.device = gpu ? ZINF_ENGINE_GPU : ZINF_ENGINE_CPU;
 	eo.seed = (uint64_t)seed;
+	eo.recompute = recompute;
+	if (recompute && !gpu)
+		fprintf(stderr, "zinf train: note: --gradient_checkpointing recomputes on the GPU "
+		                "model only; the CPU model keeps every activation\n");
 	eo.weights = weights[0] ? weights : NULL;
 	eo.seq_len = (int)seq_len;
 	eo.threads = (int)threads;

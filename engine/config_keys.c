@@ -58,6 +58,20 @@ static const cfg_key_def keys[ZINF_KEY_COUNT] = {
 		CFG_AUTO_NO, -1, -1, 0, OFF(fp16_consecutive_hysteresis), 0, 0, 0, 1, NULL, 0},
 	[ZINF_KEY_BF16_ENABLED] = {"bf16.enabled", CFG_BOOL, CFG_AUTO_SWITCH, ZINF_OV_BF16, -1, 0,
 		OFF(bf16_enabled), 0, 0, 0, 1, NULL, 0},
+	[ZINF_KEY_AC_PARTITION_ACTIVATIONS] = {"activation_checkpointing.partition_activations",
+		CFG_BOOL, CFG_AUTO_NO, -1, -1, 0, OFF(ac_partition_activations), 0, 0, 0, 1, NULL,
+		0},
+	[ZINF_KEY_AC_CPU_CHECKPOINTING] = {"activation_checkpointing.cpu_checkpointing", CFG_BOOL,
+		CFG_AUTO_NO, -1, -1, 0, OFF(ac_cpu_checkpointing), 0, 0, 0, 1, NULL, 0},
+	[ZINF_KEY_AC_CONTIGUOUS_MEMORY] = {
+		"activation_checkpointing.contiguous_memory_optimization", CFG_BOOL, CFG_AUTO_NO, -1,
+		-1, 0, OFF(ac_contiguous_memory), 0, 0, 0, 1, NULL, 0},
+	[ZINF_KEY_AC_NUMBER_CHECKPOINTS] = {"activation_checkpointing.number_checkpoints", CFG_INT,
+		CFG_AUTO_NO, -1, -1, 0, OFF(ac_number_checkpoints), 0, 0, 0, BIG, NULL, 0},
+	[ZINF_KEY_AC_SYNCHRONIZE] = {"activation_checkpointing.synchronize_checkpoint_boundary",
+		CFG_BOOL, CFG_AUTO_NO, -1, -1, 0, OFF(ac_synchronize), 0, 0, 0, 1, NULL, 0},
+	[ZINF_KEY_AC_PROFILE] = {"activation_checkpointing.profile", CFG_BOOL, CFG_AUTO_NO, -1, -1,
+		0, OFF(ac_profile), 0, 0, 0, 1, NULL, 0},
 	[ZINF_KEY_OPTIMIZER_TYPE] = {"optimizer.type", CFG_ENUM, CFG_AUTO_NO, -1, -1, 0,
 		OFF(optimizer_type), ZINF_OPTIMIZER_ADAMW, 0, 0, 0, E(optimizer_names)},
 	[ZINF_KEY_OPTIMIZER_LR] = {"optimizer.params.lr", CFG_NUM, CFG_AUTO_FLAG,
@@ -190,6 +204,7 @@ static const char *const sections[] = {
         "zero_optimization.offload_optimizer",
         "zero_optimization.offload_param",
         "aio",
+        "activation_checkpointing",
 };
 
 const cfg_key_def *

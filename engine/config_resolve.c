@@ -190,6 +190,11 @@ zinf_config_resolve(zinf_config *cfg, int64_t world_size, int64_t model_hidden, 
 		            (long long)cfg->total_num_steps);
 
 	const zinf_config_offload *oo = &cfg->offload_optimizer, *op = &cfg->offload_param;
+	if (cfg->ac_cpu_checkpointing)
+		return FAIL("activation_checkpointing.cpu_checkpointing is true: zinf keeps the "
+		            "checkpointed layer inputs on the GPU and does not move them to host "
+		            "memory; set it to false (recompute is switched on with "
+		            "--gradient_checkpointing)");
 	if (oo->device != ZINF_DEVICE_NONE && cfg->stage < 1)
 		return FAIL("zero_optimization.offload_optimizer.device is %s but "
 		            "zero_optimization.stage is 0: optimizer offload partitions the "

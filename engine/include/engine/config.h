@@ -82,6 +82,12 @@ typedef enum zinf_config_key {
 	ZINF_KEY_FP16_MIN_LOSS_SCALE,
 	ZINF_KEY_FP16_CONSECUTIVE_HYSTERESIS,
 	ZINF_KEY_BF16_ENABLED,
+	ZINF_KEY_AC_PARTITION_ACTIVATIONS,
+	ZINF_KEY_AC_CPU_CHECKPOINTING,
+	ZINF_KEY_AC_CONTIGUOUS_MEMORY,
+	ZINF_KEY_AC_NUMBER_CHECKPOINTS,
+	ZINF_KEY_AC_SYNCHRONIZE,
+	ZINF_KEY_AC_PROFILE,
 	ZINF_KEY_OPTIMIZER_TYPE,
 	ZINF_KEY_OPTIMIZER_LR,
 	ZINF_KEY_OPTIMIZER_BETAS,
@@ -208,6 +214,14 @@ typedef struct zinf_config {
 	int64_t fp16_initial_scale_power, fp16_loss_scale_window, fp16_hysteresis;
 	double fp16_min_loss_scale;
 	bool fp16_consecutive_hysteresis;
+
+	/* activation_checkpointing (DeepSpeed's section; recompute itself is switched on by the
+	 * trainer, --gradient_checkpointing, as with HF + DeepSpeed). zinf recomputes per layer on
+	 * the GPU and keeps each layer's input there: cpu_checkpointing true is refused, the others
+	 * are accepted (they tune model-parallel activation partitioning zinf does not have). */
+	bool ac_partition_activations, ac_cpu_checkpointing, ac_contiguous_memory;
+	bool ac_synchronize, ac_profile;
+	int64_t ac_number_checkpoints;
 
 	/* optimizer */
 	zinf_optimizer_type optimizer_type;

@@ -613,6 +613,15 @@ test_soft_defaults(void)
 	                  "\"consecutive_hysteresis\": true}}", NULL, 1, 0, &c) == 0 &&
 	                c.fp16_consecutive_hysteresis,
 	        "fp16.consecutive_hysteresis: %s", g_err);
+	/* activation_checkpointing loads; cpu_checkpointing (activations in host memory) is not
+	 * implemented and says so */
+	T_CHECK(load_json("{\"train_micro_batch_size_per_gpu\": 1, \"activation_checkpointing\": "
+	                  "{\"partition_activations\": true, \"number_checkpoints\": 4}}", NULL, 1,
+	                  0, &c) == 0 && c.ac_partition_activations && c.ac_number_checkpoints == 4,
+	        "activation_checkpointing: %s", g_err);
+	REFUSED(load_json("{\"train_micro_batch_size_per_gpu\": 1, \"activation_checkpointing\": "
+	                  "{\"cpu_checkpointing\": true}}", NULL, 1, 0, &c),
+	        "inline.json: ", "cpu_checkpointing", "cpu_checkpointing is true", "set it to false");
 	ov.soft = 0; /* the same values as real flags: the file's lr conflicts */
 	REFUSED(load_json(file, &ov, 1, 0, &c), "inline.json: ", "flag vs file", "--learning_rate");
 }

@@ -17,6 +17,9 @@ int zinf_eval_main(int argc, char **argv);
 /* zinf bench model --model M --batch B --seq T ... (model_cmd.c) */
 int zinf_bench_model_main(int argc, char **argv);
 
+/* zinf ckpt inspect|consolidate ... (ckpt_cmd.c) */
+int zinf_ckpt_main(int argc, char **argv);
+
 /* zinf train ... (train_cmd.c) */
 int zinf_train_main(int argc, char **argv);
 

@@ -37,11 +37,11 @@ usage_top(FILE *f)
 		   "  data encode       text -> token shards (byte-level or GPT-2 BPE); data info\n"
 		   "  train             train a model (no arguments: the built-in demo job)\n"
 		   "  launch            one process per GPU (or --cpu rank) running a command\n"
+		   "  ckpt              inspect checkpoints; consolidate rank shards to safetensors\n"
 		   "  version           print the version\n\n"
 		   "options:\n"
 		   "  -h, --help        this help; `zinf <command> --help` for a command's options\n"
 		   "  --version         print the version\n\n"
-		   "Not yet built (see README, 'Status'): ckpt.\n"
 		   "exit codes: 0 ok, 1 runtime failure, 2 usage error\n");
 }
 
@@ -105,6 +105,8 @@ main(int argc, char **argv)
 		return zinf_data_main(argc - 1, argv + 1);
 	if (!strcmp(cmd, "train"))
 		return zinf_train_main(argc - 1, argv + 1);
+	if (!strcmp(cmd, "ckpt"))
+		return zinf_ckpt_main(argc - 1, argv + 1);
 	if (!strcmp(cmd, "launch"))
 		return zinf_launch_main(argc - 1, argv + 1);
 	if (!strcmp(cmd, "comm-selftest"))

@@ -35,7 +35,8 @@ usage(FILE *f)
 	        "--config (alias --deepspeed): a DeepSpeed ds_config.json; the overrides fill its\n"
 	        "\"auto\" values. MODEL: a preset (%s...) or an HF folder.\n"
 	        "--data: token shards (llm.c format). --out DIR --save_steps N writes\n"
-	        "DIR/global_stepN/ (and DIR/latest); --resume DIR continues bit-exactly; --export (or\n"
+	        "DIR/global_stepN/ (a shard per rank, and DIR/latest); --resume DIR continues\n"
+	        "bit-exactly on as many ranks; zinf ckpt consolidate rebuilds weights; --export (or\n"
 	        "stage3_gather_16bit_weights_on_model_save) adds model.safetensors + config.json.\n"
 	        "--num_gpus N: data parallel over N ranks, the short form of `zinf launch --num_gpus N\n"
 	        "-- train ...` (--device cpu: N CPU ranks); ZeRO stage 0-2 from the config, stage 3\n"
@@ -292,16 +293,6 @@ zinf_train_main(int argc, char **argv)
 		fprintf(stderr, "zinf train: --device %s: use auto, cpu or gpu\n", device);
 		return 2;
 	}
-	if (save_steps && world > 1) {
-		fprintf(stderr, "zinf train: --save_steps with %d ranks: per-rank checkpoint shards "
-		        "are not in the engine yet; drop --save_steps or train on one rank\n", world);
-		return 2;
-	}
-	if (resume && world > 1) {
-		fprintf(stderr, "zinf train: --resume with %d ranks: per-rank checkpoint shards are "
-		        "not in the engine yet; resume on one rank\n", world);
-		return 2;
-	}
 	if (save_steps && !out) {
 		fprintf(stderr, "zinf train: --save_steps needs --out DIR (where checkpoints go)\n");
 		return 2;
@@ -545,7 +536,8 @@ zinf_train_main(int argc, char **argv)
 				fprintf(stderr, "zinf train: %s\n", zinf_engine_error(e));
 				goto out;
 			}
-			printf("saved %s/global_step%lld\n", out, (long long)done);
+			if (rank == 0)
+				printf("saved %s/global_step%lld\n", out, (long long)done);
 		}
 	}
 	double total = now() - t0;

@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "engine/ckpt.h"
 #include "engine/engine.h"
 
 #define CKPT_MAGIC "ZINFCKPT"
@@ -130,16 +131,24 @@ make_dirs(const char *dir, char *err, size_t errlen)
 	return 0;
 }
 
-int
-zinf_ckpt_begin(const char *dir, const char *tag, char *tmp, size_t tmplen, char *err,
-                size_t errlen)
+static int
+check_tag(const char *tag, char *err, size_t errlen)
 {
 	if (!tag[0] || strchr(tag, '/') || tag[0] == '.') {
 		snprintf(err, errlen, "checkpoint tag '%s': must be a plain folder name "
 		         "(no '/', not starting with '.')", tag);
 		return -EINVAL;
 	}
-	int rc = make_dirs(dir, err, errlen);
+	return 0;
+}
+
+int
+zinf_ckpt_begin(const char *dir, const char *tag, char *tmp, size_t tmplen, char *err,
+                size_t errlen)
+{
+	int rc = check_tag(tag, err, errlen);
+	if (!rc)
+		rc = make_dirs(dir, err, errlen);
 	if (rc)
 		return rc;
 	if (snprintf(tmp, tmplen, "%s/.%s.tmp-XXXXXX", dir, tag) >= (int)tmplen) {
@@ -376,20 +385,18 @@ zinf_ckpt_find(const char *dir, char *folder, size_t folderlen, char *err, size_
 }
 
 int
-zinf_ckpt_shard_read(const char *folder, int rank, const char *const *names, int n, void **out,
-                     uint64_t *lens, char *err, size_t errlen)
+zinf_ckpt_shard_open(const char *folder, int rank, zinf_ckpt_shard *s, char *err, size_t errlen)
 {
-	char path[PATH_MAX];
-	snprintf(path, sizeof(path), "%s/rank%d.bin", folder, rank);
-	for (int i = 0; i < n; i++) {
-		out[i] = NULL;
-		lens[i] = 0;
-	}
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	memset(s, 0, sizeof(*s));
+	s->fd = -1;
+	s->rank = rank;
+	snprintf(s->path, sizeof(s->path), "%s/rank%d.bin", folder, rank);
+	int fd = open(s->path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
 		int e = errno;
-		snprintf(err, errlen, "%s: cannot open: %s (a checkpoint saved by %s ranks?)", path,
-		         strerror(e), rank ? "fewer" : "other");
+		snprintf(err, errlen, "%s: cannot open: %s (the checkpoint is missing rank %d's "
+		         "shard: it was saved by fewer ranks, or the file was removed)", s->path,
+		         strerror(e), rank);
 		return -e;
 	}
 	struct stat st;
@@ -399,56 +406,138 @@ zinf_ckpt_shard_read(const char *folder, int rank, const char *const *names, int
 	if (!rc && (memcmp(h.magic, CKPT_MAGIC, 8) || h.version != CKPT_VERSION ||
 	            h.rank != (uint32_t)rank || h.nsec > ZINF_CKPT_MAX_SECTIONS)) {
 		snprintf(err, errlen, "%s: not a zinf checkpoint shard of rank %d (magic, version "
-		         "%u or rank %u wrong)", path, rank, h.version, h.rank);
+		         "%u or rank %u wrong)", s->path, rank, h.version, h.rank);
 		close(fd);
 		return -EINVAL;
 	}
 	if (!rc)
 		rc = read_all(fd, ent, h.nsec * sizeof(shard_entry), sizeof(h));
 	if (rc) {
-		snprintf(err, errlen, "%s: truncated header: %s", path, strerror(-rc));
+		snprintf(err, errlen, "%s: truncated header: %s", s->path, strerror(-rc));
 		close(fd);
 		return -EINVAL;
 	}
-	for (int i = 0; i < n && !rc; i++) {
-		uint32_t j = 0;
-		while (j < h.nsec && strncmp(ent[j].name, names[i], sizeof(ent[j].name)))
-			j++;
-		if (j == h.nsec) {
-			snprintf(err, errlen, "%s: section '%s' missing", path, names[i]);
-			rc = -EINVAL;
-			break;
-		}
+	for (uint32_t j = 0; j < h.nsec; j++) {
 		if (ent[j].offset + ent[j].len > (uint64_t)st.st_size ||
 		    ent[j].offset + ent[j].len < ent[j].offset) {
-			snprintf(err, errlen, "%s: section '%s' (%llu bytes at %llu) runs past the end "
-			         "of the file (%lld bytes): truncated checkpoint", path, names[i],
-			         (unsigned long long)ent[j].len, (unsigned long long)ent[j].offset,
-			         (long long)st.st_size);
-			rc = -EINVAL;
-			break;
+			snprintf(err, errlen, "%s: section '%.32s' (%llu bytes at %llu) runs past the "
+			         "end of the file (%lld bytes): truncated checkpoint", s->path,
+			         ent[j].name, (unsigned long long)ent[j].len,
+			         (unsigned long long)ent[j].offset, (long long)st.st_size);
+			close(fd);
+			return -EINVAL;
 		}
-		out[i] = malloc(ent[j].len ? ent[j].len : 1);
-		if (!out[i]) {
-			snprintf(err, errlen, "%s: out of memory for section '%s' (%llu bytes)", path,
-			         names[i], (unsigned long long)ent[j].len);
-			rc = -ENOMEM;
-			break;
+		memcpy(s->sec[j].name, ent[j].name, sizeof(ent[j].name));
+		s->sec[j].name[sizeof(s->sec[j].name) - 1] = '\0';
+		s->sec[j].offset = ent[j].offset;
+		s->sec[j].len = ent[j].len;
+		s->sec[j].sum = ent[j].sum;
+	}
+	s->fd = fd;
+	s->nsec = (int)h.nsec;
+	s->file_size = (uint64_t)st.st_size;
+	return 0;
+}
+
+void
+zinf_ckpt_shard_close(zinf_ckpt_shard *s)
+{
+	if (s->fd >= 0)
+		close(s->fd);
+	s->fd = -1;
+}
+
+const zinf_ckpt_shard_sec *
+zinf_ckpt_shard_find(const zinf_ckpt_shard *s, const char *name)
+{
+	for (int j = 0; j < s->nsec; j++)
+		if (!strcmp(s->sec[j].name, name))
+			return &s->sec[j];
+	return NULL;
+}
+
+int
+zinf_ckpt_shard_pread(const zinf_ckpt_shard *s, const zinf_ckpt_shard_sec *sec, uint64_t at,
+                      void *buf, size_t len, char *err, size_t errlen)
+{
+	if (at > sec->len || len > sec->len - at) {
+		snprintf(err, errlen, "%s: %zu bytes at %llu of section '%s' (%llu bytes): past its "
+		         "end; the manifest's partition table does not fit this shard", s->path, len,
+		         (unsigned long long)at, sec->name, (unsigned long long)sec->len);
+		return -EINVAL;
+	}
+	int rc = read_all(s->fd, buf, len, sec->offset + at);
+	if (rc)
+		snprintf(err, errlen, "%s: reading section '%s': %s", s->path, sec->name,
+		         strerror(-rc));
+	return rc;
+}
+
+#define VERIFY_PIECE (4u << 20)
+
+int
+zinf_ckpt_shard_verify(const zinf_ckpt_shard *s, char *err, size_t errlen)
+{
+	char *buf = malloc(VERIFY_PIECE);
+	if (!buf) {
+		snprintf(err, errlen, "%s: out of memory", s->path);
+		return -ENOMEM;
+	}
+	int rc = 0;
+	for (int j = 0; j < s->nsec && !rc; j++) {
+		uint64_t h = FNV_INIT;
+		for (uint64_t at = 0; at < s->sec[j].len && !rc; at += VERIFY_PIECE) {
+			size_t n = s->sec[j].len - at < VERIFY_PIECE ? (size_t)(s->sec[j].len - at)
+			                                             : VERIFY_PIECE;
+			rc = zinf_ckpt_shard_pread(s, &s->sec[j], at, buf, n, err, errlen);
+			if (!rc)
+				h = fnv1a(h, buf, n);
 		}
-		lens[i] = ent[j].len;
-		rc = read_all(fd, out[i], ent[j].len, ent[j].offset);
-		if (rc) {
-			snprintf(err, errlen, "%s: reading section '%s': %s", path, names[i],
-			         strerror(-rc));
-			break;
-		}
-		if (fnv1a(FNV_INIT, out[i], ent[j].len) != ent[j].sum) {
+		if (!rc && h != s->sec[j].sum) {
 			snprintf(err, errlen, "%s: section '%s' fails its checksum: the file is "
-			         "corrupt; resume from an older checkpoint", path, names[i]);
+			         "corrupt; use an older checkpoint", s->path, s->sec[j].name);
 			rc = -EIO;
 		}
 	}
-	close(fd);
+	free(buf);
+	return rc;
+}
+
+int
+zinf_ckpt_shard_read(const char *folder, int rank, const char *const *names, int n, void **out,
+                     uint64_t *lens, char *err, size_t errlen)
+{
+	for (int i = 0; i < n; i++) {
+		out[i] = NULL;
+		lens[i] = 0;
+	}
+	zinf_ckpt_shard s;
+	int rc = zinf_ckpt_shard_open(folder, rank, &s, err, errlen);
+	if (rc)
+		return rc;
+	for (int i = 0; i < n && !rc; i++) {
+		const zinf_ckpt_shard_sec *sec = zinf_ckpt_shard_find(&s, names[i]);
+		if (!sec) {
+			snprintf(err, errlen, "%s: section '%s' missing", s.path, names[i]);
+			rc = -EINVAL;
+			break;
+		}
+		out[i] = malloc(sec->len ? sec->len : 1);
+		if (!out[i]) {
+			snprintf(err, errlen, "%s: out of memory for section '%s' (%llu bytes)", s.path,
+			         names[i], (unsigned long long)sec->len);
+			rc = -ENOMEM;
+			break;
+		}
+		lens[i] = sec->len;
+		rc = zinf_ckpt_shard_pread(&s, sec, 0, out[i], sec->len, err, errlen);
+		if (!rc && fnv1a(FNV_INIT, out[i], sec->len) != sec->sum) {
+			snprintf(err, errlen, "%s: section '%s' fails its checksum: the file is "
+			         "corrupt; resume from an older checkpoint", s.path, names[i]);
+			rc = -EIO;
+		}
+	}
+	zinf_ckpt_shard_close(&s);
 	if (rc) {
 		for (int i = 0; i < n; i++) {
 			free(out[i]);
@@ -457,4 +546,120 @@ zinf_ckpt_shard_read(const char *folder, int rank, const char *const *names, int
 		}
 	}
 	return rc;
+}
+
+/* ---- several ranks ------------------------------------------------------------------------ */
+
+int
+zinf_ckpt_staging_path(const char *dir, const char *tag, char *tmp, size_t tmplen, char *err,
+                       size_t errlen)
+{
+	int rc = check_tag(tag, err, errlen);
+	if (rc)
+		return rc;
+	if (snprintf(tmp, tmplen, "%s/.%s.tmp-ranks", dir, tag) >= (int)tmplen) {
+		snprintf(err, errlen, "%s/%s: path too long", dir, tag);
+		return -ENAMETOOLONG;
+	}
+	return 0;
+}
+
+int
+zinf_ckpt_begin_shared(const char *dir, const char *tag, char *tmp, size_t tmplen, char *err,
+                       size_t errlen)
+{
+	int rc = zinf_ckpt_staging_path(dir, tag, tmp, tmplen, err, errlen);
+	if (!rc)
+		rc = make_dirs(dir, err, errlen);
+	if (rc)
+		return rc;
+	remove_folder(tmp); /* an interrupted save's leftovers */
+	if (mkdir(tmp, 0755) != 0) {
+		int e = errno;
+		snprintf(err, errlen, "%s: cannot create a staging folder: %s", tmp, strerror(e));
+		return -e;
+	}
+	return 0;
+}
+
+int
+zinf_ckpt_parts(const zinf_model_layout *lay, int stage, int world, zinf_ckpt_part **parts,
+                char *err, size_t errlen)
+{
+	*parts = calloc((size_t)world, sizeof(**parts));
+	if (!*parts) {
+		snprintf(err, errlen, "out of memory for %d partitions", world);
+		return -ENOMEM;
+	}
+	for (int r = 0; r < world; r++) {
+		zinf_ckpt_part *q = &(*parts)[r];
+		zinf_zero_partition p;
+		int rc = zinf_zero_partition_init(&p, stage, world, r, lay->block_offset,
+		                                  lay->block_numel, lay->nblocks, ZINF_BLOCK_ALIGN, err,
+		                                  errlen);
+		if (rc) {
+			zinf_ckpt_parts_free(*parts, world);
+			*parts = NULL;
+			return rc;
+		}
+		if (stage > 0 || r == 0) {
+			q->nranges = p.nranges;
+			q->numel = p.owned_numel;
+			q->ranges = p.ranges; /* taken over */
+			p.ranges = NULL;
+		}
+		zinf_zero_partition_free(&p);
+	}
+	return 0;
+}
+
+void
+zinf_ckpt_parts_free(zinf_ckpt_part *parts, int world)
+{
+	if (!parts)
+		return;
+	for (int r = 0; r < world; r++)
+		free(parts[r].ranges);
+	free(parts);
+}
+
+void
+zinf_ckpt_parts_json(FILE *f, const zinf_ckpt_part *parts, int world)
+{
+	fprintf(f, "\"partition\": [");
+	for (int r = 0; r < world; r++) {
+		fprintf(f, "%s\n    {\"rank\": %d, \"file\": \"rank%d.bin\", \"numel\": %lld, "
+		        "\"ranges\": [", r ? "," : "", r, r, (long long)parts[r].numel);
+		for (int i = 0; i < parts[r].nranges; i++)
+			fprintf(f, "%s[%lld, %lld]", i ? ", " : "", (long long)parts[r].ranges[i].begin,
+			        (long long)parts[r].ranges[i].end);
+		fprintf(f, "]}");
+	}
+	fprintf(f, "\n  ]");
+}
+
+bool
+zinf_ckpt_part_equal(const zinf_ckpt_part *a, const zinf_ckpt_part *b)
+{
+	if (a->nranges != b->nranges || a->numel != b->numel)
+		return false;
+	for (int i = 0; i < a->nranges; i++)
+		if (a->ranges[i].begin != b->ranges[i].begin || a->ranges[i].end != b->ranges[i].end)
+			return false;
+	return true;
+}
+
+void
+zinf_ckpt_part_str(const zinf_ckpt_part *p, char *buf, size_t buflen)
+{
+	size_t at = 0;
+	buf[0] = '\0';
+	at += (size_t)snprintf(buf, buflen, "[");
+	for (int i = 0; i < p->nranges && at < buflen; i++)
+		at += (size_t)snprintf(buf + at, buflen - at, "%s[%lld, %lld]", i ? ", " : "",
+		                       (long long)p->ranges[i].begin, (long long)p->ranges[i].end);
+	if (at < buflen)
+		snprintf(buf + at, buflen - at, "]");
+	else if (buflen > 4)
+		memcpy(buf + buflen - 4, "...", 4);
 }

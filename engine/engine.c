@@ -51,6 +51,7 @@
 #include "kernels/adam_cuda.h"
 #endif
 
+#include "engine/ckpt.h"
 #include "engine/comm.h"
 #include "engine/engine.h"
 #include "engine/model_cpu.h"
@@ -1244,7 +1245,7 @@ precision_name(const zinf_config *c)
 static const char *const sched_names[] = {"none", "WarmupLR", "WarmupDecayLR", "WarmupCosineLR"};
 
 static char *
-manifest_json(const zinf_engine *e, const char *tag)
+manifest_json(const zinf_engine *e, const char *tag, const zinf_ckpt_part *parts)
 {
 	char *buf = NULL;
 	size_t len = 0;
@@ -1264,7 +1265,6 @@ manifest_json(const zinf_engine *e, const char *tag)
 	        "  \"tokens\": %llu,\n"
 	        "  \"world_size\": %d,\n"
 	        "  \"zero_stage\": %lld,\n"
-	        "  \"rank_files\": [\"rank0.bin\"],\n"
 	        "  \"model\": {\"name\": \"%s\", \"arch\": \"%s\", \"total_numel\": %lld, "
 	        "\"n_params\": %lld},\n"
 	        "  \"precision\": \"%s\",\n"
@@ -1275,8 +1275,7 @@ manifest_json(const zinf_engine *e, const char *tag)
 	        "\"cur_iter\": %lld, \"last_overflow_iter\": %lld},\n"
 	        "  \"lr_scheduler\": {\"type\": \"%s\", \"last_batch_iteration\": %lld},\n"
 	        "  \"lr\": %.17g,\n"
-	        "  \"lr_overridden\": %s\n"
-	        "}\n",
+	        "  \"lr_overridden\": %s,\n  ",
 	        tag, (long long)e->st.global_steps, (long long)e->st.micro_steps,
 	        (long long)e->st.optimizer_steps, (long long)e->st.skipped_steps,
 	        (unsigned long long)e->st.tokens, e->o.world_size, (long long)e->cfg.stage,
@@ -1286,6 +1285,9 @@ manifest_json(const zinf_engine *e, const char *tag)
 	        (long long)ls->cur_iter, (long long)ls->last_overflow_iter,
 	        sched_names[e->sched.type], (long long)e->sched.last_batch_iteration, e->lr,
 	        e->lr_overridden ? "true" : "false");
+	/* the rank files and the elements each holds */
+	zinf_ckpt_parts_json(f, parts, e->W);
+	fprintf(f, "\n}\n");
 	if (fclose(f) != 0) {
 		free(buf);
 		return NULL;
@@ -1293,6 +1295,57 @@ manifest_json(const zinf_engine *e, const char *tag)
 	return buf;
 }
 
+/* Several ranks agree on a failure: an all-reduce MAX of a 0/1 flag (a device buffer for
+ * nccl). *any: some rank failed. World size 1: *any = failed. */
+static int
+ckpt_agree(zinf_engine *e, bool failed, bool *any)
+{
+	*any = failed;
+	if (e->W == 1)
+		return 0;
+	float f = failed ? 1.0f : 0.0f;
+	int rc;
+	if (!on_gpu(e)) {
+		rc = zinf_comm_all_reduce(e->comm, &f, &f, 1, ZINF_COMM_F32, ZINF_COMM_MAX);
+	} else {
+#ifdef ZINF_HAVE_CUDA
+		float *d = NULL;
+		rc = cudaMalloc((void **)&d, sizeof(float)) == cudaSuccess &&
+		                     cudaMemcpy(d, &f, sizeof(f), cudaMemcpyHostToDevice) == cudaSuccess
+		             ? 0
+		             : -EIO;
+		if (!rc)
+			rc = zinf_comm_all_reduce(e->comm, d, d, 1, ZINF_COMM_F32, ZINF_COMM_MAX);
+		if (!rc && cudaMemcpy(&f, d, sizeof(f), cudaMemcpyDeviceToHost) != cudaSuccess)
+			rc = -EIO;
+		cudaFree(d);
+#else
+		rc = -ENODEV;
+#endif
+	}
+	if (rc)
+		return fail(e, rc, "rank %d of %d: agreeing on the checkpoint with the other ranks: "
+		            "%s", e->rank, e->W, zinf_comm_error(e->comm));
+	*any = f != 0.0f;
+	return 0;
+}
+
+/* ckpt_agree on this rank's rc: returns it, or -EIO naming `what` when only another rank
+ * failed (`where` names the checkpoint). */
+static int
+ckpt_sync(zinf_engine *e, int rc, const char *where, const char *what)
+{
+	bool any = false;
+	if (ckpt_agree(e, rc != 0, &any))
+		return rc ? rc : -EIO;
+	if (any && !rc)
+		return fail(e, -EIO, "%s: %s (that rank's message names the cause)", where, what);
+	return rc;
+}
+
+/* Every rank writes rank<R>.bin (its partition of master, m, v; at stage 0 only rank 0 holds
+ * the state) into one staging folder; once all have, rank 0 writes the manifest (and the
+ * export) and commits. World size > 1: a collective, every rank calls it. */
 int
 zinf_engine_save(zinf_engine *e, const char *dir, const char *tag, const void *client,
                  size_t client_len, bool export16)
@@ -1301,63 +1354,116 @@ zinf_engine_save(zinf_engine *e, const char *dir, const char *tag, const void *c
 		return fail(e, -EBUSY, "checkpoint at micro-step %lld: inside a gradient "
 		            "accumulation window of %lld micro-steps; save right after a boundary "
 		            "step", (long long)e->st.micro_steps, (long long)e->accum);
-	if (e->W > 1)
-		return fail(e, -ENOTSUP, "checkpoint with %d ranks: per-rank checkpoint shards are not "
-		            "in the engine yet; train on one rank to save, or run without --save_steps",
-		            e->W);
 	double t0 = now();
-	char tagbuf[64], tmp[4096], err[EMSG];
+	char tagbuf[64], tmp[4096] = "", err[EMSG];
 	if (!tag) {
 		snprintf(tagbuf, sizeof(tagbuf), "global_step%lld", (long long)e->st.global_steps);
 		tag = tagbuf;
 	}
-	size_t bytes = (size_t)e->N * sizeof(float);
-	float *master = malloc(bytes), *m = malloc(bytes), *v = malloc(bytes);
-	char *manifest = manifest_json(e, tag);
-	int rc = 0;
-	if (!master || !m || !v || !manifest) {
+	char where[4200];
+	snprintf(where, sizeof(where), "checkpoint %s/%s", dir, tag);
+	bool lead = e->rank == 0;
+	bool holds = e->cfg.stage > 0 || lead; /* stage 0: rank 0 stores the (identical) state */
+	bool exporting = export16 || e->cfg.gather_16bit_weights_on_model_save;
+	zinf_ckpt_part *parts = NULL;
+	float *master = NULL, *m = NULL, *v = NULL, *full = NULL;
+	char *manifest = NULL;
+	int rc = zinf_ckpt_parts(&e->lay, (int)e->cfg.stage, e->W, &parts, err, sizeof(err));
+	if (rc)
+		return fail(e, rc, "checkpoint %s/%s: %s", dir, tag, err);
+	size_t n = holds ? (size_t)parts[e->rank].numel : 0, bytes = n * sizeof(float);
+	if (holds && (int64_t)n != e->pn) {
+		rc = fail(e, -EINVAL, "checkpoint %s/%s: rank %d holds %lld optimizer elements but its "
+		          "ZeRO partition table says %lld: a checkpoint of this layout is not "
+		          "supported", dir, tag, e->rank, (long long)e->pn, (long long)n);
+		goto out;
+	}
+	/* the staging folder: rank 0 makes it, the others write into it once it exists */
+	if (e->W == 1)
+		rc = zinf_ckpt_begin(dir, tag, tmp, sizeof(tmp), err, sizeof(err));
+	else if (lead)
+		rc = zinf_ckpt_begin_shared(dir, tag, tmp, sizeof(tmp), err, sizeof(err));
+	else
+		rc = zinf_ckpt_staging_path(dir, tag, tmp, sizeof(tmp), err, sizeof(err));
+	if (rc)
+		fail(e, rc, "checkpoint %s/%s: %s", dir, tag, err);
+	if ((rc = ckpt_sync(e, rc, where, "rank 0 could not create the staging folder")))
+		goto out_abort;
+	master = malloc(bytes + 1);
+	m = malloc(bytes + 1);
+	v = malloc(bytes + 1);
+	manifest = lead ? manifest_json(e, tag, parts) : NULL;
+	if (!master || !m || !v || (lead && !manifest)) {
 		rc = fail(e, -ENOMEM, "out of memory for the checkpoint's host copies (%zu bytes)",
 		          3 * bytes);
-		goto out;
+	} else if (holds && (rc = state_read(e, master, m, v))) {
+		/* e->err is set */
+	} else {
+		zinf_ckpt_section sec[4] = {
+		        {"fp32_master", master, bytes},
+		        {"exp_avg", m, bytes},
+		        {"exp_avg_sq", v, bytes},
+		        {"client", client ? client : "", client ? client_len : 0},
+		};
+		rc = zinf_ckpt_shard_write(tmp, e->rank, sec, 4, err, sizeof(err));
+		if (rc)
+			fail(e, rc, "checkpoint %s/%s: %s", dir, tag, err);
 	}
-	rc = state_read(e, master, m, v);
-	if (rc)
-		goto out;
-	rc = zinf_ckpt_begin(dir, tag, tmp, sizeof(tmp), err, sizeof(err));
-	if (rc) {
-		fail(e, rc, "%s", err);
-		goto out;
+	/* the export: the gathered fp32 master (a collective on GPU ranks), written by rank 0 */
+	if (!rc && exporting && (lead || on_gpu(e))) {
+		full = malloc((size_t)e->N * sizeof(float));
+		if (!full)
+			rc = fail(e, -ENOMEM, "out of memory for the exported weights (%lld floats)",
+			          (long long)e->N);
 	}
-	zinf_ckpt_section sec[4] = {
-	        {"fp32_master", master, bytes},
-	        {"exp_avg", m, bytes},
-	        {"exp_avg_sq", v, bytes},
-	        {"client", client ? client : "", client ? client_len : 0},
-	};
-	rc = zinf_ckpt_shard_write(tmp, e->o.rank, sec, 4, err, sizeof(err));
-	if (!rc)
+	if (exporting && (lead || on_gpu(e)) && e->W > 1 && on_gpu(e)) {
+		/* the gather is collective: agree first so no rank enters it alone */
+		if ((rc = ckpt_sync(e, rc, where, "another rank failed to write its shard")))
+			goto out_abort;
+	}
+	if (!rc && full)
+		rc = zinf_engine_master(e, full);
+	if (!rc && lead) {
 		rc = zinf_ckpt_write_file(tmp, "manifest.json", manifest, strlen(manifest), err,
 		                          sizeof(err));
-	if (!rc && (export16 || e->cfg.gather_16bit_weights_on_model_save)) {
-		char path[4200];
-		snprintf(path, sizeof(path), "%s/model.safetensors", tmp);
-		rc = zinf_model_save_safetensors(path, &e->mc, &e->lay, master, ZINF_SAVE_BF16, err,
-		                                 sizeof(err));
 		if (!rc) {
-			snprintf(path, sizeof(path), "%s/config.json", tmp);
+			char path[4200];
+			snprintf(path, sizeof(path), "%s/model_config.json", tmp);
 			rc = zinf_model_config_save(&e->mc, path, err, sizeof(err));
 		}
+		if (!rc && exporting) {
+			char path[4200];
+			snprintf(path, sizeof(path), "%s/model.safetensors", tmp);
+			rc = zinf_model_save_safetensors(path, &e->mc, &e->lay, full, ZINF_SAVE_BF16,
+			                                 err, sizeof(err));
+			if (!rc) {
+				snprintf(path, sizeof(path), "%s/config.json", tmp);
+				rc = zinf_model_config_save(&e->mc, path, err, sizeof(err));
+			}
+		}
+		if (rc)
+			fail(e, rc, "checkpoint %s/%s: %s", dir, tag, err);
 	}
-	if (!rc)
+	/* every shard is in place (or some rank failed): rank 0 commits or removes the folder */
+	if ((rc = ckpt_sync(e, rc, where, "another rank failed to write its part; nothing "
+	                    "was committed")))
+		goto out_abort;
+	if (lead) {
 		rc = zinf_ckpt_commit(dir, tag, tmp, err, sizeof(err));
-	if (rc) {
-		zinf_ckpt_abort(tmp);
-		fail(e, rc, "checkpoint %s/%s: %s", dir, tag, err);
+		if (rc)
+			fail(e, rc, "checkpoint %s/%s: %s", dir, tag, err);
 	}
+	if (!(rc = ckpt_sync(e, rc, where, "rank 0 could not commit it")))
+		goto out;
+out_abort:
+	if (lead)
+		zinf_ckpt_abort(tmp);
 out:
+	zinf_ckpt_parts_free(parts, e->W);
 	free(master);
 	free(m);
 	free(v);
+	free(full);
 	free(manifest);
 	e->st.t_io += now() - t0;
 	return rc;
@@ -1373,6 +1479,34 @@ json_num(zinf_engine *e, const cJSON *obj, const char *key, const char *path, do
 	return 0;
 }
 
+/* The elements this rank's shard holds (the manifest's partition table) must be the ones
+ * this engine owns. */
+static int
+load_check_partition(zinf_engine *e, const char *folder)
+{
+	zinf_ckpt_manifest man;
+	zinf_ckpt_part *mine = NULL;
+	char err[EMSG], a[256], b[256];
+	int rc = zinf_ckpt_manifest_read(folder, &man, err, sizeof(err));
+	if (rc)
+		return fail(e, rc, "%s", err);
+	rc = zinf_ckpt_parts(&e->lay, (int)e->cfg.stage, e->W, &mine, err, sizeof(err));
+	if (rc) {
+		fail(e, rc, "%s", err);
+	} else if (!zinf_ckpt_part_equal(&man.parts[e->rank], &mine[e->rank])) {
+		zinf_ckpt_part_str(&man.parts[e->rank], a, sizeof(a));
+		zinf_ckpt_part_str(&mine[e->rank], b, sizeof(b));
+		rc = fail(e, -EINVAL, "%s/manifest.json: rank %d's shard holds elements %s (ZeRO "
+		          "stage %d), this run's rank %d owns %s (stage %lld): resume with "
+		          "zero_optimization.stage %d, or consolidate the weights (zinf ckpt "
+		          "consolidate) and start from them", folder, e->rank, a, man.stage, e->rank,
+		          b, (long long)e->cfg.stage, man.stage);
+	}
+	zinf_ckpt_parts_free(mine, e->W);
+	zinf_ckpt_manifest_free(&man);
+	return rc;
+}
+
 int
 zinf_engine_load(zinf_engine *e, const char *dir, void **client, size_t *client_len)
 {
@@ -1380,81 +1514,96 @@ zinf_engine_load(zinf_engine *e, const char *dir, void **client, size_t *client_
 		*client = NULL;
 	if (client_len)
 		*client_len = 0;
-	if (e->W > 1)
-		return fail(e, -ENOTSUP, "resuming with %d ranks: per-rank checkpoint shards are not "
-		            "in the engine yet; resume on one rank", e->W);
 	double t0 = now();
 	char folder[4096], path[4200], err[EMSG];
-	int rc = zinf_ckpt_find(dir, folder, sizeof(folder), err, sizeof(err));
-	if (rc)
-		return fail(e, rc, "%s", err);
-	snprintf(path, sizeof(path), "%s/manifest.json", folder);
-	char *text = NULL;
-	rc = zinf_ckpt_read_text(path, &text, err, sizeof(err));
-	if (rc)
-		return fail(e, rc, "%s", err);
-	cJSON *j = cJSON_Parse(text);
-	free(text);
-	if (!j)
-		return fail(e, -EINVAL, "%s: not valid JSON", path);
 	void *bufs[4] = {0};
 	uint64_t lens[4] = {0};
-	double num = 0;
+	double num = 0, v[12];
+	zinf_engine_stats st = e->st;
+	char *text = NULL;
+	cJSON *j = NULL;
+	/* every failure before the state is written goes to out_agree: the other ranks learn of it
+	 * there instead of waiting in the parameter gather */
+	int rc = zinf_ckpt_find(dir, folder, sizeof(folder), err, sizeof(err));
+	if (rc) {
+		fail(e, rc, "%s", err);
+		goto out_agree;
+	}
+	snprintf(path, sizeof(path), "%s/manifest.json", folder);
+	rc = zinf_ckpt_read_text(path, &text, err, sizeof(err));
+	if (rc) {
+		fail(e, rc, "%s", err);
+		goto out_agree;
+	}
+	j = cJSON_Parse(text);
+	free(text);
+	if (!j) {
+		rc = fail(e, -EINVAL, "%s: not valid JSON", path);
+		goto out_agree;
+	}
 	const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(j, "format");
 	if (!cJSON_IsString(fmt) || strcmp(fmt->valuestring, "zinf-checkpoint")) {
 		rc = fail(e, -EINVAL, "%s: \"format\" is not \"zinf-checkpoint\"", path);
-		goto out;
+		goto out_agree;
 	}
 	/* what must match this engine */
 	const cJSON *model = cJSON_GetObjectItemCaseSensitive(j, "model");
 	const cJSON *prec = cJSON_GetObjectItemCaseSensitive(j, "precision");
 	if ((rc = json_num(e, model, "total_numel", path, &num)))
-		goto out;
+		goto out_agree;
 	if ((int64_t)num != e->N) {
 		rc = fail(e, -EINVAL, "%s: model.total_numel %lld, this model has %lld: resume with "
 		          "the --model the checkpoint was trained with", path, (long long)num,
 		          (long long)e->N);
-		goto out;
+		goto out_agree;
 	}
 	if (!cJSON_IsString(prec) || strcmp(prec->valuestring, precision_name(&e->cfg))) {
 		rc = fail(e, -EINVAL, "%s: precision %s, the config says %s: use the same fp16/bf16 "
 		          "blocks as the saved run", path,
 		          cJSON_IsString(prec) ? prec->valuestring : "?", precision_name(&e->cfg));
-		goto out;
+		goto out_agree;
 	}
 	if ((rc = json_num(e, j, "world_size", path, &num)))
-		goto out;
+		goto out_agree;
 	if ((int)num != e->o.world_size) {
-		rc = fail(e, -EINVAL, "%s: saved by %d ranks, resuming on %d: resharding is not "
-		          "supported yet (zinf ckpt consolidate, issue 9)", path, (int)num,
-		          e->o.world_size);
-		goto out;
+		rc = fail(e, -EINVAL, "%s: saved by %d ranks, resuming on %d: resume with %d ranks "
+		          "(--num_gpus %d), or start a new run from the weights (zinf ckpt "
+		          "consolidate %s --out model.safetensors, then --model with them)", path,
+		          (int)num, e->o.world_size, (int)num, (int)num, dir);
+		goto out_agree;
 	}
+	if ((rc = load_check_partition(e, folder)))
+		goto out_agree;
 	if ((rc = json_num(e, j, "gradient_accumulation_steps", path, &num)))
-		goto out;
+		goto out_agree;
 	if ((int64_t)num != e->accum) {
 		rc = fail(e, -EINVAL, "%s: gradient_accumulation_steps %lld, the config says %lld: "
 		          "an accumulation window would change mid-run", path, (long long)num,
 		          (long long)e->accum);
-		goto out;
+		goto out_agree;
 	}
 
+	/* this rank's client bytes; the state from its own shard (stage 0: rank 0's, which
+	 * holds the state every rank shares) */
 	static const char *const names[4] = {"fp32_master", "exp_avg", "exp_avg_sq", "client"};
-	rc = zinf_ckpt_shard_read(folder, e->o.rank, names, 4, bufs, lens, err, sizeof(err));
+	int from = e->cfg.stage == 0 ? 0 : e->rank;
+	rc = zinf_ckpt_shard_read(folder, from, names, from == e->rank ? 4 : 3, bufs, lens, err,
+	                          sizeof(err));
+	if (!rc && from != e->rank)
+		rc = zinf_ckpt_shard_read(folder, e->rank, names + 3, 1, bufs + 3, lens + 3, err,
+		                          sizeof(err));
 	if (rc) {
 		fail(e, rc, "%s", err);
-		goto out;
+		goto out_agree;
 	}
 	for (int i = 0; i < 3; i++) {
-		if (lens[i] != (uint64_t)e->N * sizeof(float)) {
+		if (lens[i] != (uint64_t)e->pn * sizeof(float)) {
 			rc = fail(e, -EINVAL, "%s/rank%d.bin: section %s has %llu bytes, want %llu",
-			          folder, e->o.rank, names[i], (unsigned long long)lens[i],
-			          (unsigned long long)e->N * sizeof(float));
-			goto out;
+			          folder, from, names[i], (unsigned long long)lens[i],
+			          (unsigned long long)e->pn * sizeof(float));
+			goto out_agree;
 		}
 	}
-	zinf_engine_stats st = e->st;
-	double v[12];
 	const cJSON *ls = cJSON_GetObjectItemCaseSensitive(j, "loss_scaler");
 	const cJSON *sc = cJSON_GetObjectItemCaseSensitive(j, "lr_scheduler");
 	if ((rc = json_num(e, j, "global_steps", path, &v[0])) ||
@@ -1468,6 +1617,10 @@ zinf_engine_load(zinf_engine *e, const char *dir, void **client, size_t *client_
 	    (rc = json_num(e, ls, "last_overflow_iter", path, &v[8])) ||
 	    (rc = json_num(e, sc, "last_batch_iteration", path, &v[9])) ||
 	    (rc = json_num(e, j, "lr", path, &v[10])))
+		goto out_agree;
+out_agree:
+	/* state_write gathers the parameters (a collective): only when every rank got here */
+	if ((rc = ckpt_sync(e, rc, dir, "another rank could not load its part of the checkpoint")))
 		goto out;
 	rc = state_write(e, bufs[0], bufs[1], bufs[2], (int64_t)v[2]);
 	if (rc)

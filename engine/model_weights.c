@@ -426,10 +426,30 @@ out:
 
 /* ---- save ---- */
 
+/* the whole vector in memory: each tensor is a view into it */
+static int
+vector_source(void *ctx, const zinf_tensor_desc *t, const float **data, char *err,
+	      size_t errlen)
+{
+	(void)err;
+	(void)errlen;
+	*data = (const float *)ctx + t->offset;
+	return 0;
+}
+
 int
 zinf_model_save_safetensors(const char *path, const zinf_model_config *cfg,
 			    const zinf_model_layout *lay, const float *params,
 			    zinf_save_dtype dtype, char *err, size_t errlen)
+{
+	return zinf_model_save_safetensors_from(path, cfg, lay, vector_source, (void *)params,
+						dtype, err, errlen);
+}
+
+int
+zinf_model_save_safetensors_from(const char *path, const zinf_model_config *cfg,
+				 const zinf_model_layout *lay, zinf_tensor_source source,
+				 void *ctx, zinf_save_dtype dtype, char *err, size_t errlen)
 {
 	zinf_st_dtype d = dtype == ZINF_SAVE_BF16  ? ZINF_ST_BF16
 			  : dtype == ZINF_SAVE_F16 ? ZINF_ST_F16
@@ -464,7 +484,9 @@ zinf_model_save_safetensors(const char *path, const zinf_model_config *cfg,
 	size_t es = zinf_st_dtype_size(d);
 	for (int ti = 0; ti < lay->ntensors && !rc; ti++) {
 		const zinf_tensor_desc *t = &lay->tensors[ti];
-		const float *src = params + t->offset;
+		const float *src = NULL;
+		if ((rc = source(ctx, t, &src, err, errlen)))
+			break;
 		if (!t->hf_transposed) {
 			int64_t total = t->hf_rows * t->shape[1];
 			for (int64_t at = 0; at < total && !rc; at += (int64_t)CHUNK) {

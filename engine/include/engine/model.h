@@ -173,6 +173,15 @@ typedef enum zinf_save_dtype { ZINF_SAVE_F32 = 0, ZINF_SAVE_BF16 = 1, ZINF_SAVE_
 int zinf_model_save_safetensors(const char *path, const zinf_model_config *cfg,
 				const zinf_model_layout *lay, const float *params,
 				zinf_save_dtype dtype, char *err, size_t errlen);
+/* The same file from tensors fetched one at a time (zinf ckpt consolidate: the vector never
+ * exists whole): source fills *data with t->numel floats in zinf layout (the tensor's own
+ * elements, as at params + t->offset), valid until its next call; a non-zero return (with
+ * err filled) stops the write and removes the temporary file. */
+typedef int (*zinf_tensor_source)(void *ctx, const zinf_tensor_desc *t, const float **data,
+				  char *err, size_t errlen);
+int zinf_model_save_safetensors_from(const char *path, const zinf_model_config *cfg,
+				     const zinf_model_layout *lay, zinf_tensor_source source,
+				     void *ctx, zinf_save_dtype dtype, char *err, size_t errlen);
 
 /* FLOPs of one forward+backward per token at sequence length T, PaLM's formula (as llm.c
  * reports MFU): 6*N + 12*n_layer*T*n_head*head_dim, N = every matmul weight (incl. lm_head,

@@ -32,7 +32,14 @@
  *            (sum over ranks of zeros outside each rank's own block), no extra kernel.
  *   Grad norm: partition sums of squares all-gathered and summed in rank order (the same bits
  *   on every rank), found_inf OR-ed; stage 0 needs none (the reduced gradients are identical).
- * Stage 3 (per-layer parameter sharding) is not here: world size > 1 at stage 3 is refused. */
+ * Stage 3 at world size > 1 (zero3.c): the partition is the rank's packed shard of every block
+ * (pb 0, pn = S slots); the model's per-block hooks gather a block into the full-length compute
+ * vector before it is read and release it after (blocks under
+ * stage3_param_persistence_threshold stay), and reduce-scatter a block's gradient as soon as
+ * its backward is done (CPU: into gpart, the packed accumulator; GPU: kept in place in d_grads,
+ * packed into d_gpart at the boundary). Adam runs over the packed shard (CPU: `shard`, the fp32
+ * master; GPU: d_master + d_shard16, the bf16 copy the gathers read); after a step every block
+ * is stale and is gathered again when next needed. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <math.h>
@@ -59,6 +66,7 @@
 #include "engine/optstep.h"
 #include "iosched/log.h"
 #include "kernels/adam.h"
+#include "zero3.h"
 
 #define EMSG 1024
 
@@ -82,6 +90,8 @@ struct zinf_engine {
 	int64_t pb, pn, per, Np;
 	bool part_grads; /* stage 2 at W > 1: reduce-scatter after every backward */
 	float *gpart;    /* CPU stage 2: the partition's accumulated gradients (pn) */
+	zinf_zero3 *z3;  /* stage 3 at W > 1 (zero3.h); NULL otherwise */
+	float *shard;    /* CPU stage 3: the packed fp32 master shard (pn = S) */
 
 	/* CPU */
 	zinf_cpu_model *cpu;
@@ -102,6 +112,8 @@ struct zinf_engine {
 	zinf_grad_stats *d_stats;
 	zinf_grad_scratch *d_scratch;
 	zinf_grad_stats *d_gather; /* W records: the ranks' partition statistics */
+	uint16_t *d_shard16;       /* stage 3: the packed bf16 shard (pn) */
+	float *d_gpart;            /* stage 3: the packed reduced gradients (pn) */
 #endif
 
 	zinf_lr_schedule sched;
@@ -229,6 +241,11 @@ optstep_open(zinf_engine *e)
 static int
 gather_params(zinf_engine *e)
 {
+	if (e->z3) {
+		/* stage 3: blocks are gathered when next needed */
+		zinf_zero3_invalidate(e->z3);
+		return 0;
+	}
 	if (e->W == 1 || e->cfg.stage == 0)
 		return 0;
 	int rc;
@@ -253,6 +270,13 @@ gather_params(zinf_engine *e)
 	return 0;
 }
 
+/* CPU: the fp32 master of the rank's partition (pn elements). */
+static float *
+master_part(zinf_engine *e)
+{
+	return e->shard ? e->shard : e->params + e->pb;
+}
+
 /* Host copies of master, m, v (any NULL) of the rank's partition (pn elements), wherever they
  * live. */
 static int
@@ -268,7 +292,7 @@ state_read(zinf_engine *e, float *master, float *m, float *v)
 	}
 	if (!on_gpu(e)) {
 		if (master)
-			memcpy(master, e->params + e->pb, bytes);
+			memcpy(master, master_part(e), bytes);
 		if (m)
 			memcpy(m, e->m, bytes);
 		if (v)
@@ -304,8 +328,8 @@ state_write(zinf_engine *e, const float *master, const float *m, const float *v,
 			            zinf_optstep_last_error(e->os));
 	}
 	if (!on_gpu(e)) {
-		if (master != e->params + e->pb)
-			memcpy(e->params + e->pb, master, bytes);
+		if (master != master_part(e))
+			memcpy(master_part(e), master, bytes);
 		if (!e->os) {
 			if (m)
 				memcpy(e->m, m, bytes);
@@ -325,8 +349,8 @@ state_write(zinf_engine *e, const float *master, const float *m, const float *v,
 		            (long long)e->pn);
 	for (int64_t i = 0; i < e->pn; i++)
 		p16[i] = f32_to_bf16(master[i]);
-	cudaError_t ce = cudaMemcpy(e->d_p16 + e->pb, p16, (size_t)e->pn * 2,
-	                            cudaMemcpyHostToDevice);
+	cudaError_t ce = cudaMemcpy(e->d_shard16 ? e->d_shard16 : e->d_p16 + e->pb, p16,
+	                            (size_t)e->pn * 2, cudaMemcpyHostToDevice);
 	free(p16);
 	if (ce == cudaSuccess && !e->os) {
 		ce = cudaMemcpy(e->d_master, master, bytes, cudaMemcpyHostToDevice);
@@ -406,8 +430,23 @@ create_device(zinf_engine *e)
 		                               err, sizeof(err));
 		if (rc)
 			return fail(e, rc, "%s", err);
-		e->params = calloc((size_t)e->Np, sizeof(float));
-		e->grads = calloc((size_t)e->Np, sizeof(float));
+		if (e->z3) {
+			/* the zero3 mappings: pages only for gathered blocks */
+			e->params = e->z3->params;
+			e->grads = e->z3->grads;
+			e->shard = calloc((size_t)e->pn, sizeof(float));
+			e->gpart = calloc((size_t)e->pn, sizeof(float));
+			e->z3->shard = e->shard;
+			e->z3->gacc = e->gpart;
+			if (!e->shard || !e->gpart)
+				return fail(e, -ENOMEM, "out of host memory for the stage 3 shard (%zu "
+				            "bytes)", pbytes);
+			zinf_model_hooks h = zinf_zero3_hooks(e->z3);
+			zinf_cpu_model_set_hooks(e->cpu, &h);
+		} else {
+			e->params = calloc((size_t)e->Np, sizeof(float));
+			e->grads = calloc((size_t)e->Np, sizeof(float));
+		}
 		if (!e->os) {
 			e->m = calloc((size_t)e->pn, sizeof(float));
 			e->v = calloc((size_t)e->pn, sizeof(float));
@@ -440,6 +479,19 @@ create_device(zinf_engine *e)
 		ce = cudaMemset(e->d_grads, 0, bytes);
 	if (ce == cudaSuccess && e->W > 1)
 		ce = cudaMalloc((void **)&e->d_gather, (size_t)e->W * sizeof(zinf_grad_stats));
+	if (ce == cudaSuccess && e->z3) {
+		ce = cudaMalloc((void **)&e->d_shard16, (size_t)e->pn * 2);
+		if (ce == cudaSuccess)
+			ce = cudaMalloc((void **)&e->d_gpart, pbytes);
+		if (ce == cudaSuccess)
+			ce = cudaMemset(e->d_gpart, 0, pbytes); /* the padding slots stay 0 */
+		if (ce == cudaSuccess) {
+			zinf_zero3_set_gpu(e->z3, e->stream, e->d_p16, e->d_grads, e->d_shard16, err,
+			                   sizeof(err));
+			zinf_model_hooks h = zinf_zero3_hooks(e->z3);
+			zinf_gpu_model_set_hooks(e->gpu, &h);
+		}
+	}
 	if (ce == cudaSuccess)
 		ce = cudaMalloc((void **)&e->d_stats, sizeof(zinf_grad_stats));
 	if (ce == cudaSuccess)
@@ -481,12 +533,6 @@ zinf_engine_create(const zinf_model_config *mcfg, const zinf_config *cfg,
 		snprintf(err, errlen, "rank %d of world size %d: need 0 <= rank < world_size",
 		         opts->rank, opts->world_size);
 		return -EINVAL;
-	}
-	if (opts->world_size > 1 && cfg->stage >= 3) {
-		snprintf(err, errlen, "%s: zero_optimization.stage 3 with %d ranks: per-layer "
-		         "parameter sharding is not in the engine yet; use stage 2 (optimizer state "
-		         "and gradients partitioned) or one rank", cfg->path, opts->world_size);
-		return -ENOTSUP;
 	}
 	if (cfg->world_size != opts->world_size) {
 		snprintf(err, errlen, "%s: resolved for %lld ranks but the engine runs %d",
@@ -550,6 +596,24 @@ zinf_engine_create(const zinf_model_config *mcfg, const zinf_config *cfg,
 	if (e->W == 1 || cfg->stage == 0) {
 		e->pb = 0;
 		e->pn = e->per = e->Np = e->N;
+	} else if (cfg->stage == 3) {
+		e->z3 = calloc(1, sizeof(*e->z3));
+		if (!e->z3) {
+			snprintf(err, errlen, "out of memory");
+			rc = -ENOMEM;
+			goto fail_early;
+		}
+		/* the comm is set below, before any hook runs */
+		rc = zinf_zero3_init(e->z3, &e->lay, NULL, e->W, e->rank, on_gpu(e),
+		                     cfg->param_persistence_threshold, err, errlen);
+		if (rc) {
+			free(e->z3);
+			e->z3 = NULL;
+			goto fail_early;
+		}
+		e->pb = 0;
+		e->pn = e->per = e->z3->S;
+		e->Np = e->N;
 	} else {
 		int64_t per = (e->N + e->W - 1) / e->W;
 		e->per = (per + ZINF_BLOCK_ALIGN - 1) / ZINF_BLOCK_ALIGN * ZINF_BLOCK_ALIGN;
@@ -585,6 +649,8 @@ zinf_engine_create(const zinf_model_config *mcfg, const zinf_config *cfg,
 			}
 			e->own_comm = true;
 		}
+		if (e->z3)
+			e->z3->comm = e->comm;
 		if (zinf_comm_rank(e->comm) != e->rank || zinf_comm_world_size(e->comm) != e->W) {
 			snprintf(err, errlen, "the comm is rank %d of %d, the engine was asked for rank "
 			         "%d of %d: pass the comm's rank and world size", zinf_comm_rank(e->comm),
@@ -617,13 +683,14 @@ zinf_engine_create(const zinf_model_config *mcfg, const zinf_config *cfg,
 
 	/* initial weights: the safetensors file or the family's seeded init */
 #ifdef ZINF_HAVE_CUDA
-	if (on_gpu(e) && e->os && !e->weights[0]) {
+	if (on_gpu(e) && e->os && !e->weights[0] && !e->z3) {
 		if ((rc = fast_init(e, opts->seed)))
 			goto fail;
 		goto ready;
 	}
 #endif
-	float *init = on_gpu(e) || e->os ? malloc((size_t)e->N * sizeof(float)) : e->params;
+	float *init = on_gpu(e) || e->os || e->z3 ? malloc((size_t)e->N * sizeof(float))
+	                                          : e->params;
 	if (!init) {
 		rc = fail(e, -ENOMEM, "out of memory for the initial weights");
 		goto fail;
@@ -638,10 +705,21 @@ zinf_engine_create(const zinf_model_config *mcfg, const zinf_config *cfg,
 	} else {
 		zinf_model_init_params(&e->mc, &e->lay, opts->seed, init);
 	}
-	if (!on_gpu(e) && init != e->params)
+	if (!on_gpu(e) && init != e->params && !e->z3)
 		memcpy(e->params, init, (size_t)e->N * sizeof(float));
-	if (!rc)
+	if (!rc && e->z3) {
+		/* this rank's shard of every block */
+		float *packed = malloc((size_t)e->pn * sizeof(float));
+		if (!packed)
+			rc = fail(e, -ENOMEM, "out of memory for the stage 3 shard");
+		else
+			zinf_zero3_pack(e->z3, init, packed);
+		if (!rc)
+			rc = state_write(e, packed, NULL, NULL, 0);
+		free(packed);
+	} else if (!rc) {
 		rc = state_write(e, init + e->pb, NULL, NULL, 0);
+	}
 	if (init != e->params)
 		free(init);
 	if (rc)
@@ -658,6 +736,9 @@ fail:
 	zinf_engine_destroy(e);
 	return rc;
 fail_early:
+	if (e->z3)
+		zinf_zero3_free(e->z3);
+	free(e->z3);
 	zinf_zero_partition_free(&e->part);
 	zinf_model_layout_free(&e->lay);
 	if (e->own_comm)
@@ -686,7 +767,15 @@ zinf_engine_destroy(zinf_engine *e)
 	cudaFree(e->d_stats);
 	cudaFree(e->d_scratch);
 	cudaFree(e->d_gather);
+	cudaFree(e->d_shard16);
+	cudaFree(e->d_gpart);
 #endif
+	if (e->z3 && !on_gpu(e))
+		e->params = e->grads = NULL; /* the zero3 mappings */
+	if (e->z3)
+		zinf_zero3_free(e->z3);
+	free(e->z3);
+	free(e->shard);
 	free(e->params);
 	free(e->grads);
 	free(e->grads16);
@@ -724,6 +813,13 @@ gpu_grads(zinf_engine *e)
 #endif
 }
 
+/* Stage 3: what a failed hook said ("" otherwise), appended to the model's message. */
+static const char *
+z3_detail(const zinf_engine *e)
+{
+	return e->z3 && e->z3->err[0] ? e->z3->err : "";
+}
+
 static int
 model_forward(zinf_engine *e, const int32_t *tokens, const int32_t *targets, float *loss)
 {
@@ -731,14 +827,16 @@ model_forward(zinf_engine *e, const int32_t *tokens, const int32_t *targets, flo
 	if (!on_gpu(e)) {
 		rc = zinf_cpu_forward(e->cpu, e->params, tokens, targets, loss, NULL);
 		if (rc)
-			return fail(e, rc, "forward: %s", zinf_cpu_model_error(e->cpu));
+			return fail(e, rc, "forward: %s%s%s", zinf_cpu_model_error(e->cpu),
+			            e->z3 && e->z3->err[0] ? ": " : "", z3_detail(e));
 		return 0;
 	}
 	rc = zinf_gpu_forward(e->gpu, gpu_params(e), tokens, targets);
 	if (!rc)
 		rc = zinf_gpu_loss(e->gpu, loss);
 	if (rc)
-		return fail(e, rc, "forward: %s", zinf_gpu_model_error(e->gpu));
+		return fail(e, rc, "forward: %s%s%s", zinf_gpu_model_error(e->gpu),
+		            e->z3 && e->z3->err[0] ? ": " : "", z3_detail(e));
 	return 0;
 }
 
@@ -767,7 +865,7 @@ zinf_engine_eval(zinf_engine *e, const int32_t *tokens, const int32_t *targets, 
 static int
 reduce_grads(zinf_engine *e)
 {
-	if (e->W == 1)
+	if (e->W == 1 || e->z3) /* stage 3: reduced block by block in the hooks */
 		return 0;
 	int rc;
 	const char *what = e->cfg.stage == 0 ? "all-reducing" : "reduce-scattering";
@@ -822,6 +920,10 @@ grad_part(zinf_engine *e)
 {
 	if (e->gpart)
 		return e->gpart;
+#ifdef ZINF_HAVE_CUDA
+	if (e->d_gpart)
+		return e->d_gpart;
+#endif
 	return (on_gpu(e) ? gpu_grads(e) : e->grads) + e->pb;
 }
 
@@ -838,11 +940,13 @@ zinf_engine_backward(zinf_engine *e)
 	if (!on_gpu(e)) {
 		rc = zinf_cpu_backward(e->cpu, e->params, e->grads, scale);
 		if (rc)
-			rc = fail(e, rc, "backward: %s", zinf_cpu_model_error(e->cpu));
+			rc = fail(e, rc, "backward: %s%s%s", zinf_cpu_model_error(e->cpu),
+			          e->z3 && e->z3->err[0] ? ": " : "", z3_detail(e));
 	} else {
 		rc = zinf_gpu_backward(e->gpu, gpu_params(e), gpu_grads(e), scale);
 		if (rc)
-			rc = fail(e, rc, "backward: %s", zinf_gpu_model_error(e->gpu));
+			rc = fail(e, rc, "backward: %s%s%s", zinf_gpu_model_error(e->gpu),
+			          e->z3 && e->z3->err[0] ? ": " : "", z3_detail(e));
 	}
 	if (!rc && e->part_grads)
 		rc = reduce_grads(e);
@@ -977,6 +1081,10 @@ adam_apply(zinf_engine *e, const zinf_adam_cfg *a, float grad_mult)
 			g = grad_part(e);
 			p16 = (uint16_t *)gpu_params(e) + e->pb;
 #ifdef ZINF_HAVE_CUDA
+			if (e->d_shard16)
+				p16 = e->d_shard16;
+#endif
+#ifdef ZINF_HAVE_CUDA
 			/* the optstep runs on its own stream: the gradients must be complete */
 			cudaStreamSynchronize(e->stream);
 #endif
@@ -1006,7 +1114,7 @@ adam_apply(zinf_engine *e, const zinf_adam_cfg *a, float grad_mult)
 			            (long long)a->step, zinf_optstep_last_error(e->os));
 		if (!on_gpu(e)) {
 			/* the model computes with the offloaded master: refresh the working copy */
-			rc = zinf_optstep_read(e->os, e->params + e->pb, NULL, NULL);
+			rc = zinf_optstep_read(e->os, master_part(e), NULL, NULL);
 			if (rc)
 				return fail(e, rc, "reading back the stepped weights: %s",
 				            zinf_optstep_last_error(e->os));
@@ -1014,7 +1122,7 @@ adam_apply(zinf_engine *e, const zinf_adam_cfg *a, float grad_mult)
 		return gather_params(e);
 	}
 	if (!on_gpu(e)) {
-		zinf_adam_chunk ch = {.param = e->params + e->pb, .m = e->m, .v = e->v,
+		zinf_adam_chunk ch = {.param = master_part(e), .m = e->m, .v = e->v,
 		                      .grad = e->grad_dtype == ZINF_DTYPE_FP16
 		                                      ? (const void *)e->grads16
 		                                      : (const void *)grad_part(e),
@@ -1027,7 +1135,8 @@ adam_apply(zinf_engine *e, const zinf_adam_cfg *a, float grad_mult)
 	}
 #ifdef ZINF_HAVE_CUDA
 	zinf_adam_chunk ch = {.param = e->d_master, .m = e->d_m, .v = e->d_v, .grad = grad_part(e),
-	                      .param16 = e->d_p16 + e->pb, .n = e->pn};
+	                      .param16 = e->d_shard16 ? e->d_shard16 : e->d_p16 + e->pb,
+	                      .n = e->pn};
 	rc = zinf_adam_step_cuda(a, &ch, 1, grad_mult, NULL, e->stream);
 	if (rc)
 		return fail(e, rc, "Adam step on the GPU: error %d", rc);
@@ -1041,7 +1150,8 @@ static int
 zero_grads(zinf_engine *e)
 {
 	if (!on_gpu(e)) {
-		memset(e->grads, 0, (size_t)e->Np * sizeof(float));
+		if (!e->z3) /* stage 3: each block's region is cleared after its reduce-scatter */
+			memset(e->grads, 0, (size_t)e->Np * sizeof(float));
 		if (e->gpart)
 			memset(e->gpart, 0, (size_t)e->pn * sizeof(float));
 		return 0;
@@ -1065,6 +1175,10 @@ zinf_engine_step(zinf_engine *e)
 	double t0 = now();
 	zinf_grad_stats gs;
 	int rc = e->part_grads ? 0 : reduce_grads(e);
+#ifdef ZINF_HAVE_CUDA
+	if (!rc && e->z3 && on_gpu(e) && (rc = zinf_zero3_pack_grads_gpu(e->z3, e->d_gpart)))
+		rc = fail(e, rc, "%s", e->z3->err);
+#endif
 	if (!rc)
 		rc = grad_stats(e, &gs);
 	if (rc)
@@ -1147,7 +1261,25 @@ zinf_engine_get_memory(const zinf_engine *e, zinf_engine_memory *m)
 	*m = (zinf_engine_memory){0};
 	uint64_t np = (uint64_t)e->Np, pn = (uint64_t)e->pn;
 	m->opt_numel = e->pn;
-	if (!on_gpu(e)) {
+	if (e->z3) {
+		/* stage 3: the packed shard (+ padding slots) and what the gathers made resident */
+		m->opt_numel = 0;
+		for (int b = 0; b < e->z3->nblocks; b++)
+			m->opt_numel += e->z3->own_n[b];
+		if (!on_gpu(e)) {
+			m->param_gathered_peak = e->z3->res_param_peak;
+			m->param_bytes = pn * sizeof(float) + e->z3->res_param_peak;
+			m->grad_bytes = pn * sizeof(float);
+			m->grad_scratch_bytes = e->z3->res_grad_peak;
+			if (e->grads16)
+				m->grad_bytes += pn * sizeof(uint16_t);
+		} else {
+			/* the full bf16 vector is still allocated on the GPU (see zero3.h) */
+			m->param_gathered_peak = e->z3->live_peak;
+			m->param_bytes = (uint64_t)e->N * 2 + pn * 2;
+			m->grad_bytes = (uint64_t)e->N * sizeof(float) + pn * sizeof(float);
+		}
+	} else if (!on_gpu(e)) {
 		m->param_bytes = np * sizeof(float);
 		if (e->gpart) {
 			m->grad_bytes = pn * sizeof(float);
@@ -1175,6 +1307,17 @@ zinf_engine_get_memory(const zinf_engine *e, zinf_engine_memory *m)
 int
 zinf_engine_master(zinf_engine *e, float *out)
 {
+	if (e->z3) {
+		/* every rank's packed fp32 shard, gathered block by block (a collective) */
+		float *packed = malloc((size_t)e->pn * sizeof(float));
+		if (!packed)
+			return fail(e, -ENOMEM, "out of memory for the master shard");
+		int rc = state_read(e, packed, NULL, NULL);
+		if (!rc && (rc = zinf_zero3_gather_full(e->z3, packed, out)))
+			fail(e, rc, "%s", e->z3->err);
+		free(packed);
+		return rc;
+	}
 	if (!on_gpu(e)) {
 		if (e->os && e->W == 1)
 			return state_read(e, out, NULL, NULL);

@@ -55,6 +55,8 @@ struct zinf_cpu_model {
 	int64_t count;
 	bool have_fwd;
 
+	zinf_model_hooks hooks; /* ZeRO stage 3 per-block hooks (all NULL: none) */
+
 	/* backward scratch */
 	float *dlogits, *dres, *dln, *datt, *dqkv, *dfc, *dact, *attn_work;
 
@@ -239,6 +241,31 @@ zinf_cpu_model_error(const zinf_cpu_model *m)
 	return m ? m->err : "no model handle";
 }
 
+void
+zinf_cpu_model_set_hooks(zinf_cpu_model *m, const zinf_model_hooks *hooks)
+{
+	m->hooks = hooks ? *hooks : (zinf_model_hooks){0};
+}
+
+/* Calls one hook if set; a failure stops the pass with a message naming block and hook. */
+static int
+hook(zinf_cpu_model *m, int (*fn)(void *, int), const char *name, int block)
+{
+	if (!fn)
+		return 0;
+	int rc = fn(m->hooks.ctx, block);
+	if (rc) {
+		snprintf(m->err, sizeof(m->err), "model %s: the %s hook of block %d failed (%d)",
+			 m->cfg->name, name, block, rc);
+		m->have_fwd = false;
+	}
+	return rc;
+}
+
+#define NEED(m, b) hook(m, (m)->hooks.params_needed, "params_needed", b)
+#define DONE(m, b) hook(m, (m)->hooks.params_done, "params_done", b)
+#define GRADS(m, b) hook(m, (m)->hooks.grads_done, "grads_done", b)
+
 /* Tensor pointers: a layer tensor's offset is relative to its block; -1 means absent. */
 static inline const float *
 at(const float *base, int64_t off)
@@ -310,12 +337,19 @@ zinf_cpu_forward(zinf_cpu_model *m, const float *params, const int32_t *tokens,
 	memcpy(m->tokens, tokens, (size_t)N * sizeof(int32_t));
 	memcpy(m->targets, targets, (size_t)N * sizeof(int32_t));
 
+	const bool tied = lay->lm_head < 0;
+	if ((rc = NEED(m, 0)))
+		return rc;
 	zinf_op_embed_fwd(m->pool, m->res[0], tokens, params + lay->wte, at(params, lay->wpe), N,
 			  m->T, C);
+	if ((rc = DONE(m, 0)))
+		return rc;
 	for (int l = 0; l < L; l++) {
 		const float *P = params + zinf_layer_base(lay, l);
 		struct layer_acts *a = &m->acts[l];
 		const float *x = m->res[l];
+		if ((rc = NEED(m, l + 1)))
+			return rc;
 
 		norm_fwd(m, a->ln1, a->ln1_mean, a->ln1_rstd, x, at(P, o->ln1_w), at(P, o->ln1_b));
 		zinf_op_linear_fwd(m->pool, a->qkv, a->ln1, at(P, o->qkv_w), at(P, o->qkv_b), N, C,
@@ -337,11 +371,17 @@ zinf_cpu_forward(zinf_cpu_model *m, const float *params, const int32_t *tokens,
 		zinf_op_linear_fwd(m->pool, m->res[l + 1], a->act, at(P, o->proj_w),
 				   at(P, o->proj_b), N, F, C);
 		zinf_op_add(m->pool, m->res[l + 1], a->h, (int64_t)N * C);
+		if ((rc = DONE(m, l + 1)))
+			return rc;
 	}
+	if ((rc = NEED(m, L + 1)) || (tied && (rc = NEED(m, 0))))
+		return rc;
 	norm_fwd(m, m->lnf, m->lnf_mean, m->lnf_rstd, m->res[L], params + lay->lnf_w,
 		 at(params, lay->lnf_b));
 	const float *head = params + (lay->lm_head >= 0 ? lay->lm_head : lay->wte);
 	zinf_op_linear_fwd(m->pool, m->logits, m->lnf, head, NULL, N, C, V);
+	if ((rc = DONE(m, L + 1)) || (tied && (rc = DONE(m, 0))))
+		return rc;
 	double mean = zinf_op_ce_fwd(m->pool, m->ce_lse, m->logits, targets, N, V, &m->count);
 	if (loss)
 		*loss = (float)mean;
@@ -364,9 +404,22 @@ zinf_cpu_backward(zinf_cpu_model *m, const float *params, float *grads, float gr
 		return fail(m, "model %s: zinf_cpu_backward called without a successful "
 			       "zinf_cpu_forward first: run the forward of this micro-batch first",
 			    c->name);
-	if (!m->count)
-		return 0; /* no counted target: the loss is the constant 0 */
+	const bool tied = lay->lm_head < 0;
+	int rc;
+	if (!m->count) {
+		/* no counted target: the loss is the constant 0. The hooks still see every block
+		 * in the order of a real backward (ranks issue collectives from them). */
+		int b = 0;
+		const char *name = "";
+		rc = zinf_model_hooks_backward_walk(&m->hooks, L, tied, &b, &name);
+		if (rc)
+			snprintf(m->err, sizeof(m->err), "model %s: the %s hook of block %d failed (%d)",
+				 c->name, name, b, rc);
+		return rc;
+	}
 
+	if ((rc = NEED(m, L + 1)) || (tied && (rc = NEED(m, 0))))
+		return rc;
 	zinf_op_ce_bwd(m->pool, m->dlogits, m->logits, m->ce_lse, m->targets, N, V,
 		       (float)((double)grad_scale / (double)m->count));
 	int64_t head_off = lay->lm_head >= 0 ? lay->lm_head : lay->wte;
@@ -375,11 +428,15 @@ zinf_cpu_backward(zinf_cpu_model *m, const float *params, float *grads, float gr
 	memset(m->dres, 0, (size_t)N * C * sizeof(float));
 	norm_bwd(m, m->dres, grads + lay->lnf_w, atw(grads, lay->lnf_b), m->dln, m->res[L],
 		 m->lnf_mean, m->lnf_rstd, params + lay->lnf_w);
+	if ((rc = DONE(m, L + 1)) || (tied && (rc = DONE(m, 0))) || (rc = GRADS(m, L + 1)))
+		return rc;
 
 	for (int l = L - 1; l >= 0; l--) {
 		const float *P = params + zinf_layer_base(lay, l);
 		float *G = grads + zinf_layer_base(lay, l);
 		const struct layer_acts *a = &m->acts[l];
+		if ((rc = NEED(m, l + 1)))
+			return rc;
 
 		/* dres = d res[l+1] */
 		zinf_op_linear_bwd(m->pool, m->dact, atw(G, o->proj_w), atw(G, o->proj_b), m->dres,
@@ -404,9 +461,11 @@ zinf_cpu_backward(zinf_cpu_model *m, const float *params, float *grads, float gr
 				   a->ln1, at(P, o->qkv_w), N, C, m->Q);
 		norm_bwd(m, m->dres, atw(G, o->ln1_w), atw(G, o->ln1_b), m->dln, m->res[l],
 			 a->ln1_mean, a->ln1_rstd, at(P, o->ln1_w));
+		if ((rc = DONE(m, l + 1)) || (rc = GRADS(m, l + 1)))
+			return rc;
 	}
 	/* dres = d res[0] */
 	zinf_op_embed_bwd(m->pool, grads + lay->wte, atw(grads, lay->wpe), m->dres, m->tokens, N,
 			  m->T, C);
-	return 0;
+	return GRADS(m, 0);
 }

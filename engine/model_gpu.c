@@ -74,6 +74,7 @@ struct zinf_gpu_model {
 	bf16 *proj, *lnf, *logits;
 	float *meanf, *rstdf;
 	bf16 *dres, *dnorm, *datt, *dqkv, *dfc, *dact;
+	zinf_model_hooks hooks; /* ZeRO stage 3 per-block hooks (all NULL: none) */
 };
 
 static int fail(zinf_gpu_model *m, int rc, const char *fmt, ...)
@@ -107,6 +108,31 @@ fail(zinf_gpu_model *m, int rc, const char *fmt, ...)
 			return fail(m, rc_, "%s failed (%d): see the zinf message above", #call, \
 				    rc_);                                                    \
 	} while (0)
+
+/* Calls one per-block hook if set (model_hooks.h); a failure stops the pass. */
+static int
+hook(zinf_gpu_model *m, int (*fn)(void *, int), const char *name, int block)
+{
+	if (!fn)
+		return 0;
+	int rc = fn(m->hooks.ctx, block);
+	if (rc) {
+		m->have_fwd = false;
+		return fail(m, rc, "model %s: the %s hook of block %d failed (%d)", m->cfg.name,
+			    name, block, rc);
+	}
+	return 0;
+}
+
+#define NEED(m, b) hook(m, (m)->hooks.params_needed, "params_needed", b)
+#define DONE(m, b) hook(m, (m)->hooks.params_done, "params_done", b)
+#define GRADS(m, b) hook(m, (m)->hooks.grads_done, "grads_done", b)
+
+void
+zinf_gpu_model_set_hooks(zinf_gpu_model *m, const zinf_model_hooks *hooks)
+{
+	m->hooks = hooks ? *hooks : (zinf_model_hooks){0};
+}
 
 /* Bump allocator over one device arena: a sizing pass with base NULL, then the real one. */
 typedef struct arena {
@@ -453,23 +479,37 @@ zinf_gpu_forward(zinf_gpu_model *m, const void *params, const int32_t *tokens,
 	CU(m, cudaEventRecord(m->staged, st));
 
 	const zinf_model_layout *lay = m->lay;
+	const bool tied = lay->lm_head < 0;
+	int rc;
+	if ((rc = NEED(m, 0)))
+		return rc;
 	OP(m, zinf_embed_fwd_cuda(m->res[0], m->d_stage, (const bf16 *)params + lay->wte,
 				  lay->wpe >= 0 ? (const bf16 *)params + lay->wpe : NULL, N, m->o.T,
 				  C, st));
+	if ((rc = DONE(m, 0)))
+		return rc;
 	for (int l = 0; l < m->L; l++) {
 		layer_acts *x = set_of(m, l);
-		int rc = ln1_fwd(m, params, l, x, false);
+		rc = NEED(m, l + 1);
+		if (!rc)
+			rc = ln1_fwd(m, params, l, x, false);
 		if (!rc)
 			rc = layer_fwd(m, params, l, x, true);
+		if (!rc)
+			rc = DONE(m, l + 1);
 		if (rc)
 			return rc;
 	}
+	if ((rc = NEED(m, m->L + 1)) || (tied && (rc = NEED(m, 0))))
+		return rc;
 	OP(m, zinf_norm_fwd_cuda(m->lnf, m->res[m->L], m->meanf, m->rstdf, set_of(m, m->L - 1)->x2,
 				 m->proj, pw(params, lay->lnf_w, 0),
 				 lay->lnf_b >= 0 ? pw(params, lay->lnf_b, 0) : NULL, N, C,
 				 m->cfg.norm_eps, m->llama, st));
 	OP(m, zinf_gemm_fwd(m->gemm, m->logits, m->lnf, head_w(m, params), NULL, NULL, N, m->Vp, C,
 			    st));
+	if ((rc = DONE(m, m->L + 1)) || (tied && (rc = DONE(m, 0))))
+		return rc;
 	if (m->o.keep_logits)
 		OP(m, zinf_cast_bf16_to_f32_2d(m->logits32, m->logits, N, m->V, m->Vp, st));
 	OP(m, zinf_xent_fwd_bwd_cuda(m->logits, m->d_loss, m->d_stage + N, N, m->V, m->Vp, st));
@@ -587,9 +627,23 @@ zinf_gpu_backward(zinf_gpu_model *m, const void *params, float *grads, float gra
 {
 	if (!m->have_fwd)
 		return fail(m, -EINVAL, "zinf_gpu_backward before a successful zinf_gpu_forward");
-	if (!m->counted) /* no target counted: the loss is the constant 0 */
-		return 0;
 	const zinf_model_layout *lay = m->lay;
+	const bool tied = lay->lm_head < 0;
+	const int L = m->L;
+	int rc;
+	if (!m->counted) {
+		/* no target counted: the loss is the constant 0. The hooks still see every block in
+		 * the order of a real backward (ranks issue collectives from them). */
+		int b = 0;
+		const char *name = "";
+		rc = zinf_model_hooks_backward_walk(&m->hooks, L, tied, &b, &name);
+		if (rc)
+			return fail(m, rc, "model %s: the %s hook of block %d failed (%d)", m->cfg.name,
+				    name, b, rc);
+		return 0;
+	}
+	if ((rc = NEED(m, L + 1)) || (tied && (rc = NEED(m, 0))))
+		return rc;
 	void *st = m->stream;
 	int N = m->N, C = m->C;
 	float alpha = grad_scale / (float)m->counted;
@@ -603,15 +657,23 @@ zinf_gpu_backward(zinf_gpu_model *m, const void *params, float *grads, float gra
 				 lay->lnf_b >= 0 ? grads + lay->lnf_b : NULL, m->dnorm, m->res[m->L],
 				 m->meanf, m->rstdf, pw(params, lay->lnf_w, 0), N, C, m->llama,
 				 m->partials, st));
-	for (int l = m->L - 1; l >= 0; l--) {
-		int rc = layer_bwd(m, params, grads, l);
+	if ((rc = DONE(m, L + 1)) || (tied && (rc = DONE(m, 0))) || (rc = GRADS(m, L + 1)))
+		return rc;
+	for (int l = L - 1; l >= 0; l--) {
+		rc = NEED(m, l + 1);
+		if (!rc)
+			rc = layer_bwd(m, params, grads, l);
+		if (!rc)
+			rc = DONE(m, l + 1);
+		if (!rc)
+			rc = GRADS(m, l + 1);
 		if (rc)
 			return rc;
 	}
 	const int32_t *d_uniq = m->d_stage + 2 * N, *d_start = d_uniq + N, *d_pos = d_start + N + 1;
 	OP(m, zinf_embed_bwd_cuda(grads + lay->wte, lay->wpe >= 0 ? grads + lay->wpe : NULL, m->dres,
 				  d_uniq, d_start, d_pos, m->nuniq, N, m->o.T, C, st));
-	return 0;
+	return GRADS(m, 0);
 }
 
 #else /* !ZINF_HAVE_CUDA */
@@ -679,6 +741,13 @@ int
 zinf_gpu_backward(zinf_gpu_model *m, const void *params, float *grads, float grad_scale)
 {
 	return -ENODEV;
+}
+
+void
+zinf_gpu_model_set_hooks(zinf_gpu_model *m, const zinf_model_hooks *hooks)
+{
+	(void)m;
+	(void)hooks;
 }
 
 #endif

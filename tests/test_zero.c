@@ -6,9 +6,14 @@
  * Suites (test_zero <suite>):
  *   dp2, dp4   stages 0, 1, 2 on 2 / 4 ranks (fp32, AdamW, clipping, WarmupDecayLR)
  *   offload    stages 1, 2 on 2 ranks with offload_optimizer cpu (nvme needs stage 3)
+ *   zero3      stage 3 on 2 and 4 ranks, stage3_param_persistence_threshold 0 (every block
+ *              gathered and released around each use) and 30000 (embeddings and head stay
+ *              gathered, layers do not), offload_optimizer cpu and nvme on 2 ranks
  *   fp16       stage 2 on 2 ranks with dynamic fp16 loss scaling: the overflow skips agree
- *   memory     per-rank bytes as the engine reports them fall as the stage says
- *   refuse     stage 3 on 2 ranks is refused naming the stage; a rank mismatch is refused
+ *   memory     per-rank bytes as the engine reports them fall as the stage says; stage 3's
+ *              resident parameter bytes (shard + measured gathered peak) are below stage 2's
+ *   refuse     offload_param at stage 3 on 2 ranks is refused naming it; a rank mismatch is
+ *              refused
  *   launch     zinf train --num_gpus 2 --device cpu (the zinf binary: argv[2]) trains on two
  *              prefixed ranks; the same run with rank 1 SIGKILLed mid-training exits 128 + 9
  *              naming rank 1
@@ -44,16 +49,25 @@ typedef struct run_cfg {
 	const char *offload; /* none | cpu | nvme */
 	bool fp16;
 	const char *nvme_dir;
+	int64_t persist;     /* stage3_param_persistence_threshold (stage 3) */
+	const char *off_param; /* offload_param device (NULL: none) */
 } run_cfg;
 
 static void
 cfg_json(char *json, size_t len, const run_cfg *rc, int micro)
 {
 	char off[1024] = "";
+	int o = 0;
 	if (strcmp(rc->offload, "none"))
-		snprintf(off, sizeof(off), ", \"offload_optimizer\": {\"device\": \"%s\"%s%s%s}",
-		         rc->offload, rc->nvme_dir ? ", \"nvme_path\": \"" : "",
-		         rc->nvme_dir ? rc->nvme_dir : "", rc->nvme_dir ? "\"" : "");
+		o = snprintf(off, sizeof(off), ", \"offload_optimizer\": {\"device\": \"%s\"%s%s%s}",
+		             rc->offload, rc->nvme_dir ? ", \"nvme_path\": \"" : "",
+		             rc->nvme_dir ? rc->nvme_dir : "", rc->nvme_dir ? "\"" : "");
+	if (rc->stage == 3)
+		o += snprintf(off + o, sizeof(off) - (size_t)o,
+		              ", \"stage3_param_persistence_threshold\": %lld", (long long)rc->persist);
+	if (rc->off_param)
+		snprintf(off + o, sizeof(off) - (size_t)o, ", \"offload_param\": {\"device\": \"%s\"}",
+		         rc->off_param);
 	snprintf(json, len,
 	         "{\"train_micro_batch_size_per_gpu\": %d, \"gradient_accumulation_steps\": %d, "
 	         "\"optimizer\": {\"type\": \"AdamW\", \"params\": {\"lr\": 0.004, "
@@ -286,9 +300,9 @@ equivalence(const run_cfg *rc, int world, result *out_ranks, result *out_ref)
 		T_CHECK(ranks[r].skipped == ref.skipped, "stage %d: rank %d skipped %lld steps, one "
 		        "rank %lld", rc->stage, r, (long long)ranks[r].skipped,
 		        (long long)ref.skipped);
-	printf("stage %d offload %-4s %s%d ranks: loss %.4f -> %.4f, worst loss rel diff %.2g, "
+	printf("stage %d offload %-4s %s%s%d ranks: loss %.4f -> %.4f, worst loss rel diff %.2g, "
 	       "weights max diff %.2g, skipped %lld\n", rc->stage, rc->offload,
-	       rc->fp16 ? "fp16 " : "", world, (double)ref.loss[0], (double)ref.loss[S - 1], worst,
+	       rc->fp16 ? "fp16 " : "", rc->stage == 3 && rc->persist ? "persist " : "", world, (double)ref.loss[0], (double)ref.loss[S - 1], worst,
 	       wmax, (long long)ref.skipped);
 	if (out_ref)
 		*out_ref = ref;
@@ -397,6 +411,88 @@ test_memory(void)
 	/* the stages order: optimizer state falls from 0 to 1, gradients from 1 to 2 */
 	T_CHECK(opt_total(&ranks[1][0].mem) < opt_total(&ranks[0][0].mem), "stage 1 opt bytes");
 	T_CHECK(ranks[2][0].mem.grad_bytes < ranks[1][0].mem.grad_bytes, "stage 2 grad bytes");
+	/* stage 3 (no persistence): the shard plus the measured resident gathered blocks is less
+	 * than stage 2's full parameter copy on every rank */
+	run_cfg rc3 = {.stage = 3, .offload = "none"};
+	result r3[W];
+	equivalence(&rc3, W, r3, NULL);
+	if (t_failures)
+		return;
+	for (int r = 0; r < W; r++) {
+		const zinf_engine_memory *m3 = &r3[r].mem, *m2 = &ranks[2][r].mem;
+		T_CHECK(m3->param_bytes < m2->param_bytes && m3->param_gathered_peak > 0,
+		        "stage 3 rank %d: parameter bytes %llu (gathered peak %llu) not below stage 2's "
+		        "%llu", r, (unsigned long long)m3->param_bytes,
+		        (unsigned long long)m3->param_gathered_peak,
+		        (unsigned long long)m2->param_bytes);
+		T_CHECK(m3->grad_bytes + m3->grad_scratch_bytes <
+		                m2->grad_bytes + m2->grad_scratch_bytes,
+		        "stage 3 rank %d: gradient bytes %llu + %llu scratch not below stage 2's %llu + "
+		        "%llu", r, (unsigned long long)m3->grad_bytes,
+		        (unsigned long long)m3->grad_scratch_bytes, (unsigned long long)m2->grad_bytes,
+		        (unsigned long long)m2->grad_scratch_bytes);
+		free(r3[r].master);
+	}
+	printf("stage 3, %d ranks, rank 0: params %llu B (shard + gathered peak %llu B) vs stage 2 "
+	       "%llu B; grads %llu B + %llu B scratch peak vs stage 2 %llu B + %llu B\n", W,
+	       (unsigned long long)r3[0].mem.param_bytes,
+	       (unsigned long long)r3[0].mem.param_gathered_peak,
+	       (unsigned long long)ranks[2][0].mem.param_bytes,
+	       (unsigned long long)r3[0].mem.grad_bytes,
+	       (unsigned long long)r3[0].mem.grad_scratch_bytes,
+	       (unsigned long long)ranks[2][0].mem.grad_bytes,
+	       (unsigned long long)ranks[2][0].mem.grad_scratch_bytes);
+}
+
+/* Stage 3: every rank holds a shard of each block and gathers blocks around their use. */
+static void
+test_zero3(void)
+{
+	static const int64_t thresholds[2] = {0, 30000};
+	for (int w = 2; w <= 4; w += 2)
+		for (int t = 0; t < 2; t++) {
+			run_cfg rc = {.stage = 3, .offload = "none", .persist = thresholds[t]};
+			result ranks[4];
+			equivalence(&rc, w, ranks, NULL);
+			for (int r = 0; r < w && !t_failures; r++) {
+				const zinf_engine_memory *m = &ranks[r].mem;
+				/* threshold 0: never more than the largest block plus the tied embeddings
+				 * (head needs block 0 and the final norm) is gathered at once */
+				T_CHECK(m->param_gathered_peak > 0, "stage 3 rank %d: no gathered bytes "
+				        "measured", r);
+				if (r == 0)
+					printf("  rank 0 of %d, persistence %lld: shard + gathered params %llu B "
+					       "(gathered peak %llu B), grads %llu B (+%llu B scratch peak)\n",
+					       w, (long long)rc.persist, (unsigned long long)m->param_bytes,
+					       (unsigned long long)m->param_gathered_peak,
+					       (unsigned long long)m->grad_bytes,
+					       (unsigned long long)m->grad_scratch_bytes);
+				free(ranks[r].master);
+			}
+		}
+	char tmpl[] = "/tmp/zinf_zero3_XXXXXX";
+	char *dir = mkdtemp(tmpl);
+	T_CHECK(dir != NULL, "mkdtemp");
+	if (!dir)
+		return;
+	const char *offs[2] = {"cpu", "nvme"};
+	for (int i = 0; i < 2; i++) {
+		run_cfg rc = {.stage = 3, .offload = offs[i], .nvme_dir = i ? dir : NULL};
+		result ranks[2];
+		equivalence(&rc, 2, ranks, NULL);
+		for (int r = 0; r < 2 && !t_failures; r++) {
+			int tier = i ? 2 : 1;
+			T_CHECK(ranks[r].mem.opt_bytes[tier] >= (uint64_t)ranks[r].mem.opt_numel * 12 &&
+			                ranks[r].mem.opt_numel > 0,
+			        "stage 3 offload %s rank %d: optimizer bytes %llu for %lld owned elements",
+			        offs[i], r, (unsigned long long)ranks[r].mem.opt_bytes[tier],
+			        (long long)ranks[r].mem.opt_numel);
+			free(ranks[r].master);
+		}
+	}
+	char cmd[256];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	T_CHECK(system(cmd) == 0, "cleanup %s", dir);
 }
 
 static int
@@ -405,10 +501,10 @@ refuse_rank(const run_cfg *rc, int rank, int world)
 	char err[2048];
 	zinf_engine *e = NULL;
 	int r = make_engine(rc, rank, world, M, &e, err, sizeof(err));
-	if (r == -ENOTSUP && strstr(err, "stage 3"))
+	if (r == -ENOTSUP && strstr(err, "offload_param"))
 		return 0;
-	fprintf(stderr, "stage 3 on %d ranks: rc %d (%s), want -ENOTSUP naming stage 3\n", world,
-	        r, r ? err : "created");
+	fprintf(stderr, "stage 3 offload_param cpu on %d ranks: rc %d (%s), want -ENOTSUP naming "
+	        "offload_param\n", world, r, r ? err : "created");
 	zinf_engine_destroy(e);
 	return 1;
 }
@@ -416,8 +512,10 @@ refuse_rank(const run_cfg *rc, int rank, int world)
 static void
 test_refuse(void)
 {
-	run_cfg rc = {.stage = 3, .offload = "none"};
-	T_CHECK(refuse_rank(&rc, 0, 2) == 0, "stage 3 refusal");
+	/* parameter offload is not in the engine: refused before any rank joins */
+	run_cfg rc = {.stage = 3, .offload = "none", .off_param = "cpu"};
+	T_CHECK(refuse_rank(&rc, 0, 2) == 0, "stage 3 offload_param refusal");
+	rc.off_param = NULL;
 	/* a rank outside the world */
 	char err[2048];
 	zinf_engine *e = NULL;
@@ -582,7 +680,7 @@ int
 main(int argc, char **argv)
 {
 	if (argc < 2) {
-		fprintf(stderr, "usage: %s dp2|dp4|offload|fp16|memory|refuse\n", argv[0]);
+		fprintf(stderr, "usage: %s dp2|dp4|offload|fp16|zero3|memory|refuse\n", argv[0]);
 		return T_EXIT_FAIL;
 	}
 	tiny_model();
@@ -597,6 +695,8 @@ main(int argc, char **argv)
 		test_fp16();
 	else if (!strcmp(c, "memory"))
 		test_memory();
+	else if (!strcmp(c, "zero3"))
+		test_zero3();
 	else if (!strcmp(c, "refuse"))
 		test_refuse();
 	else if (!strcmp(c, "launch")) {

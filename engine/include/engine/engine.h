@@ -205,10 +205,10 @@ typedef struct zinf_engine_opts {
 	zinf_engine_device device;
 	uint64_t seed;       /* weight init when no weights file */
 	const char *weights; /* model.safetensors to start from; NULL or "": seeded init */
-	/* Ranks (data parallel + ZeRO stages 0-2, engine.c): world_size > 1 needs a comm, `comm`
+	/* Ranks (data parallel + ZeRO stages 0-3, engine.c): world_size > 1 needs a comm, `comm`
 	 * when given (borrowed, must outlive the engine, same rank and world size), else one made
 	 * from the environment (RANK, MASTER_ADDR, ... as zinf launch sets them; shm for CPU
-	 * engines, nccl on gpu_device for GPU engines). Stage 3 needs world_size 1 for now. */
+	 * engines, nccl on gpu_device for GPU engines). Stage 3 shards parameters per block. */
 	int rank, world_size;
 	struct zinf_comm *comm;
 	int threads;          /* CPU threads for the model and CPU Adam; 0: online CPUs */
@@ -287,11 +287,19 @@ void zinf_engine_get_stats(const zinf_engine *e, zinf_engine_stats *s);
  *   opt_bytes[tier]     fp32 master + Adam m + v held by this rank (OFFLOAD_TIER_GPU, _HOST,
  *                       _NVME); an in-memory CPU engine's master is the owned part of the
  *                       parameter copy, so only m + v are counted here
- *   opt_numel           elements whose optimizer state this rank owns (its ZeRO partition) */
+ *   opt_numel           elements whose optimizer state this rank owns (its ZeRO partition)
+ * Stage 3 at world size > 1 (CPU): param_bytes = the packed fp32 shard + param_gathered_peak,
+ * the most bytes of gathered blocks resident at once (mincore of the compute vector);
+ * grad_bytes = the packed reduced gradients, grad_scratch_bytes = the most resident bytes of
+ * the full-length gradient vector (blocks between their backward and their reduce-scatter);
+ * opt_bytes cover the packed shard, whose per-block padding slots opt_numel leaves out.
+ * GPU: the full bf16 and fp32 vectors are still allocated (counted), param_gathered_peak is
+ * the bytes of blocks gathered at once. */
 typedef struct zinf_engine_memory {
 	uint64_t param_bytes, grad_bytes, grad_scratch_bytes;
 	uint64_t opt_bytes[3];
 	int64_t opt_numel;
+	uint64_t param_gathered_peak; /* stage 3 at world size > 1; 0 otherwise */
 } zinf_engine_memory;
 void zinf_engine_get_memory(const zinf_engine *e, zinf_engine_memory *m);
 

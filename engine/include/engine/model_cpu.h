@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "engine/model.h"
+#include "engine/model_hooks.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -36,6 +37,9 @@ int zinf_cpu_forward(zinf_cpu_model *m, const float *params, const int32_t *toke
  * every tensor (padding rows and alignment tails untouched). grad_scale folds in gradient
  * accumulation (1/steps) and loss scaling. */
 int zinf_cpu_backward(zinf_cpu_model *m, const float *params, float *grads, float grad_scale);
+
+/* Per-block hooks (model_hooks.h; ZeRO stage 3); NULL clears them. Copied. */
+void zinf_cpu_model_set_hooks(zinf_cpu_model *m, const zinf_model_hooks *hooks);
 
 #ifdef __cplusplus
 }

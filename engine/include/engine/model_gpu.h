@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "engine/model.h"
+#include "engine/model_hooks.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -50,6 +51,10 @@ int zinf_gpu_logits(zinf_gpu_model *m, float *host_logits);
 /* After forward: grads += grad_scale * d(loss)/d(params). */
 int zinf_gpu_backward(zinf_gpu_model *m, const void *params_bf16, float *grads_f32,
 		      float grad_scale);
+
+/* Per-block hooks (model_hooks.h; ZeRO stage 3), called on the host between enqueues; NULL
+ * clears them. Copied. */
+void zinf_gpu_model_set_hooks(zinf_gpu_model *m, const zinf_model_hooks *hooks);
 
 #ifdef __cplusplus
 }

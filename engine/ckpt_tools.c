@@ -426,11 +426,21 @@ zinf_ckpt_consolidate(const char *dir, const char *tag, const char *out, zinf_sa
 	}
 	if (rc)
 		goto out;
+	const char *slash = strrchr(out, '/');
+	if (slash && slash != out) {
+		char parent[PATH_MAX];
+		snprintf(parent, sizeof(parent), "%.*s", (int)(slash - out), out);
+		if (mkdir(parent, 0755) != 0 && errno != EEXIST) {
+			rc = -errno;
+			snprintf(err, errlen, "%s: cannot create the output folder: %s", parent,
+			         strerror(-rc));
+			goto out;
+		}
+	}
 	rc = zinf_model_save_safetensors_from(out, &mc, &lay, gather_tensor, &g, dtype, err,
 	                                      errlen);
 	if (!rc) {
 		char cpath[PATH_MAX + 16];
-		const char *slash = strrchr(out, '/');
 		if (slash)
 			snprintf(cpath, sizeof(cpath), "%.*s/config.json", (int)(slash - out), out);
 		else

@@ -1515,22 +1515,23 @@ zinf_engine_save(zinf_engine *e, const char *dir, const char *tag, const void *c
 	if (rc)
 		return fail(e, rc, "checkpoint %s/%s: %s", dir, tag, err);
 	size_t n = holds ? (size_t)parts[e->rank].numel : 0, bytes = n * sizeof(float);
-	if (holds && (int64_t)n != e->pn) {
-		rc = fail(e, -EINVAL, "checkpoint %s/%s: rank %d holds %lld optimizer elements but its "
-		          "ZeRO partition table says %lld: a checkpoint of this layout is not "
-		          "supported", dir, tag, e->rank, (long long)e->pn, (long long)n);
-		goto out;
-	}
+	if (holds && (int64_t)n != e->pn)
+		rc = fail(e, -ENOTSUP, "checkpoint %s/%s: rank %d holds %lld optimizer elements but "
+		          "its ZeRO partition table says %lld: checkpoints of this layout (stage 3 "
+		          "across ranks) are not supported yet", dir, tag, e->rank, (long long)e->pn,
+		          (long long)n);
 	/* the staging folder: rank 0 makes it, the others write into it once it exists */
-	if (e->W == 1)
+	if (rc)
+		; /* told to the others below */
+	else if (e->W == 1)
 		rc = zinf_ckpt_begin(dir, tag, tmp, sizeof(tmp), err, sizeof(err));
 	else if (lead)
 		rc = zinf_ckpt_begin_shared(dir, tag, tmp, sizeof(tmp), err, sizeof(err));
 	else
 		rc = zinf_ckpt_staging_path(dir, tag, tmp, sizeof(tmp), err, sizeof(err));
-	if (rc)
+	if (rc && rc != -ENOTSUP)
 		fail(e, rc, "checkpoint %s/%s: %s", dir, tag, err);
-	if ((rc = ckpt_sync(e, rc, where, "rank 0 could not create the staging folder")))
+	if ((rc = ckpt_sync(e, rc, where, "another rank could not start the checkpoint")))
 		goto out_abort;
 	master = malloc(bytes + 1);
 	m = malloc(bytes + 1);

@@ -39,8 +39,8 @@ usage(FILE *f)
 	        "bit-exactly on as many ranks; zinf ckpt consolidate rebuilds weights; --export (or\n"
 	        "stage3_gather_16bit_weights_on_model_save) adds model.safetensors + config.json.\n"
 	        "--num_gpus N: data parallel over N ranks, the short form of `zinf launch --num_gpus N\n"
-	        "-- train ...` (--device cpu: N CPU ranks); ZeRO stage 0-2 from the config, stage 3\n"
-	        "runs on one rank. Under zinf launch (RANK set) the launcher's ranks are used.\n"
+	        "-- train ...` (--device cpu: N CPU ranks); ZeRO stage 0-3 from the config (stage 3\n"
+	        "shards parameters per layer). Under zinf launch (RANK set) the launcher's ranks are used.\n"
 	        "Without arguments: gpt2-tiny on the built-in corpus for 200 steps (GPU if usable).\n",
 	        "gpt2-tiny, llama-tiny, gpt2-124m, ");
 }

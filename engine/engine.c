@@ -486,8 +486,10 @@ create_device(zinf_engine *e)
 		if (ce == cudaSuccess)
 			ce = cudaMemset(e->d_gpart, 0, pbytes); /* the padding slots stay 0 */
 		if (ce == cudaSuccess) {
-			zinf_zero3_set_gpu(e->z3, e->stream, e->d_p16, e->d_grads, e->d_shard16, err,
-			                   sizeof(err));
+			int zr = zinf_zero3_set_gpu(e->z3, e->stream, e->d_p16, e->d_grads,
+			                            e->d_shard16, err, sizeof(err));
+			if (zr)
+				return fail(e, zr, "%s", err);
 			zinf_model_hooks h = zinf_zero3_hooks(e->z3);
 			zinf_gpu_model_set_hooks(e->gpu, &h);
 		}

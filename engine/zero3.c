@@ -72,14 +72,9 @@ zinf_zero3_init(zinf_zero3 *z, const zinf_model_layout *lay, zinf_comm *comm, in
 	size_t stage_bytes = (size_t)z->max_per * (size_t)W * sizeof(float);
 	if (gpu) {
 #ifdef ZINF_HAVE_CUDA
-		cudaError_t ce = cudaMalloc(&z->stage, stage_bytes);
-		if (ce != cudaSuccess) {
-			z->stage = NULL;
-			zinf_zero3_free(z);
-			snprintf(err, errlen, "ZeRO stage 3: %zu bytes of GPU staging for the largest "
-			         "block's gather: %s", stage_bytes, cudaGetErrorString(ce));
-			return -ENOMEM;
-		}
+		/* the staging buffer is allocated by zinf_zero3_set_gpu, once the engine has made
+		 * the rank's device current (allocated here it landed on device 0 for every rank,
+		 * and NCCL on ranks 1.. faulted writing into it: seen on 4 H200s) */
 		return 0;
 #else
 		zinf_zero3_free(z);
@@ -132,13 +127,26 @@ int
 zinf_zero3_set_gpu(zinf_zero3 *z, void *stream, void *d_p16, float *d_grads,
                    const void *d_shard16, char *err, size_t errlen)
 {
-	(void)err;
-	(void)errlen;
 	z->stream = stream;
 	z->params = d_p16;
 	z->grads = d_grads;
 	z->shard = d_shard16;
+#ifdef ZINF_HAVE_CUDA
+	size_t stage_bytes = (size_t)z->max_per * (size_t)z->W * sizeof(float);
+	if (!z->stage) {
+		cudaError_t ce = cudaMalloc(&z->stage, stage_bytes);
+		if (ce != cudaSuccess) {
+			z->stage = NULL;
+			snprintf(err, errlen, "ZeRO stage 3: %zu bytes of GPU staging for the largest "
+			         "block's gather: %s", stage_bytes, cudaGetErrorString(ce));
+			return -ENOMEM;
+		}
+	}
 	return 0;
+#else
+	snprintf(err, errlen, "ZeRO stage 3 on the GPU in a build without CUDA");
+	return -ENODEV;
+#endif
 }
 
 /* ---- CPU residency ---- */

@@ -174,8 +174,8 @@ unknown_key(loader *L, const char *prefix, const char *path, const char *name)
 
 /* ---- values ---- */
 
-static const char *
-json_kind(const cJSON *v)
+const char *
+zinf_cfg_json_kind(const cJSON *v)
 {
 	if (cJSON_IsBool(v))
 		return "a boolean";
@@ -209,7 +209,7 @@ number_of(loader *L, const cfg_key_def *d, const char *path, const cJSON *v, dou
 		if (cJSON_IsString(v))
 			return FAIL(L, "%s: expected a number, got the string \"%s\"", path,
 			            v->valuestring);
-		return FAIL(L, "%s: expected a number, got %s", path, json_kind(v));
+		return FAIL(L, "%s: expected a number, got %s", path, zinf_cfg_json_kind(v));
 	}
 	double x = v->valuedouble;
 	if (!isfinite(x))
@@ -255,7 +255,7 @@ set_value(loader *L, int k, const cJSON *v)
 	switch (d->type) {
 	case CFG_BOOL:
 		if (!cJSON_IsBool(v))
-			return FAIL(L, "%s: expected true or false, got %s", path, json_kind(v));
+			return FAIL(L, "%s: expected true or false, got %s", path, zinf_cfg_json_kind(v));
 		*(bool *)p = cJSON_IsTrue(v);
 		break;
 	case CFG_INT:
@@ -270,7 +270,7 @@ set_value(loader *L, int k, const cJSON *v)
 		break;
 	case CFG_ENUM: {
 		if (!cJSON_IsString(v))
-			return FAIL(L, "%s: expected a string, got %s", path, json_kind(v));
+			return FAIL(L, "%s: expected a string, got %s", path, zinf_cfg_json_kind(v));
 		int found = -1, best = 0, bestd = 1 << 20;
 		for (int i = 0; i < d->n_names; i++) {
 			if (!strcasecmp(v->valuestring, d->names[i]))
@@ -300,7 +300,7 @@ set_value(loader *L, int k, const cJSON *v)
 			break;
 		}
 		if (!cJSON_IsString(v))
-			return FAIL(L, "%s: expected a path string, got %s", path, json_kind(v));
+			return FAIL(L, "%s: expected a path string, got %s", path, zinf_cfg_json_kind(v));
 		if (strlen(v->valuestring) >= ZINF_CONFIG_PATH_MAX)
 			return FAIL(L, "%s: path is longer than %d bytes", path,
 			            ZINF_CONFIG_PATH_MAX - 1);
@@ -309,7 +309,7 @@ set_value(loader *L, int k, const cJSON *v)
 	case CFG_PAIR: {
 		if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) != 2)
 			return FAIL(L, "%s: expected [beta1, beta2], got %s", path,
-			            cJSON_IsArray(v) ? "an array of another length" : json_kind(v));
+			            cJSON_IsArray(v) ? "an array of another length" : zinf_cfg_json_kind(v));
 		for (int i = 0; i < 2; i++) {
 			char sub[128];
 			snprintf(sub, sizeof(sub), "%s[%d]", path, i);
@@ -346,7 +346,7 @@ walk(loader *L, const cJSON *obj, const char *prefix)
 		if (zinf_cfg_is_section(path)) {
 			if (!cJSON_IsObject(c))
 				return FAIL(L, "%s: expected an object { ... }, got %s", path,
-				            json_kind(c));
+				            zinf_cfg_json_kind(c));
 			if ((rc = walk(L, c, path)))
 				return rc;
 			continue;
@@ -549,7 +549,7 @@ zinf_config_load_string(const char *name, const char *json, const zinf_config_ov
 	int rc = 0;
 	if (!cJSON_IsObject(root))
 		rc = FAIL(&L, "the top level is %s; a ds_config.json is one object { ... }",
-		          json_kind(root));
+		          zinf_cfg_json_kind(root));
 	if (!rc)
 		rc = walk(&L, root, "");
 	cJSON_Delete(root);

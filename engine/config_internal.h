@@ -47,6 +47,10 @@ typedef struct cfg_key_def {
 } cfg_key_def;
 
 const cfg_key_def *zinf_cfg_key(int k);
+/* "a number", "a string", ... for messages about a JSON value of the wrong type (also used by
+ * the HF config.json reader in model.c). */
+struct cJSON;
+const char *zinf_cfg_json_kind(const struct cJSON *v);
 /* Writes "<cfg->path>: <message>" into err (when errlen > 0) and returns -EINVAL. */
 int zinf_cfg_fail(const zinf_config *cfg, char *err, size_t errlen, const char *fmt, ...)
         __attribute__((format(printf, 4, 5)));

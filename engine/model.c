@@ -25,6 +25,7 @@
 #include <cjson/cJSON.h>
 
 #include "engine/safetensors.h"
+#include "config_internal.h"
 #include "model_internal.h"
 
 int
@@ -625,21 +626,6 @@ typedef struct cfgp {
 	size_t errlen;
 } cfgp;
 
-static const char *
-kind_of(const cJSON *v)
-{
-	if (cJSON_IsBool(v))
-		return "a boolean";
-	if (cJSON_IsNumber(v))
-		return "a number";
-	if (cJSON_IsString(v))
-		return "a string";
-	if (cJSON_IsArray(v))
-		return "an array";
-	if (cJSON_IsObject(v))
-		return "an object";
-	return "null";
-}
 
 /* An integer field; absent or null gives def. */
 static int
@@ -658,7 +644,7 @@ get_int(cfgp *p, const cJSON *obj, const char *field, int def, int *out)
 	if (!cJSON_IsNumber(v) || d != floor(d) || d < -2147483648.0 || d > 2147483647.0)
 		return zinf_model_fail(p->err, p->errlen, -EINVAL,
 				       "%s: %s: expected an integer, got %s%s", p->path, field,
-				       kind_of(v), cJSON_IsNumber(v) ? " out of range or fractional" : "");
+				       zinf_cfg_json_kind(v), cJSON_IsNumber(v) ? " out of range or fractional" : "");
 	*out = (int)d;
 	return 0;
 }
@@ -674,7 +660,7 @@ get_float(cfgp *p, const cJSON *obj, const char *field, float def, float *out)
 	if (!cJSON_IsNumber(v))
 		return zinf_model_fail(p->err, p->errlen, -EINVAL,
 				       "%s: %s: expected a number, got %s", p->path, field,
-				       kind_of(v));
+				       zinf_cfg_json_kind(v));
 	*out = (float)v->valuedouble;
 	return 0;
 }
@@ -690,7 +676,7 @@ get_bool(cfgp *p, const char *field, bool def, bool *out)
 	if (!cJSON_IsBool(v))
 		return zinf_model_fail(p->err, p->errlen, -EINVAL,
 				       "%s: %s: expected true or false, got %s", p->path, field,
-				       kind_of(v));
+				       zinf_cfg_json_kind(v));
 	*out = cJSON_IsTrue(v);
 	return 0;
 }
@@ -706,7 +692,7 @@ get_string(cfgp *p, const cJSON *obj, const char *field, const char **out)
 	if (!cJSON_IsString(v))
 		return zinf_model_fail(p->err, p->errlen, -EINVAL,
 				       "%s: %s: expected a string, got %s", p->path, field,
-				       kind_of(v));
+				       zinf_cfg_json_kind(v));
 	*out = v->valuestring;
 	return 0;
 }
@@ -800,7 +786,7 @@ parse_rope_scaling(cfgp *p, zinf_model_config *c)
 	if (!cJSON_IsObject(rs))
 		return zinf_model_fail(p->err, p->errlen, -EINVAL,
 				       "%s: %s: expected an object or null, got %s", p->path, key,
-				       kind_of(rs));
+				       zinf_cfg_json_kind(rs));
 	const char *type;
 	int rc = get_float(p, rs, "rope_theta", c->rope_theta, &c->rope_theta);
 	if (!rc)

@@ -1488,9 +1488,21 @@ ckpt_sync(zinf_engine *e, int rc, const char *where, const char *what)
 	return rc;
 }
 
-/* Every rank writes rank<R>.bin (its partition of master, m, v; at stage 0 only rank 0 holds
- * the state) into one staging folder; once all have, rank 0 writes the manifest (and the
- * export) and commits. World size > 1: a collective, every rank calls it. */
+/* The optimizer elements the rank owns: pn, less stage 3's per-block padding slots (the
+ * count its shard file holds, the manifest's numel). */
+static int64_t
+owned_numel(const zinf_engine *e)
+{
+	int64_t owned = e->pn;
+	for (int b = 0; e->z3 && b < e->z3->nblocks; b++)
+		owned -= e->z3->per[b] - e->z3->own_n[b];
+	return owned;
+}
+
+/* Every rank writes rank<R>.bin (its partition of master, m, v: the elements the manifest's
+ * partition table lists, in its order; at stage 0 only rank 0 holds the state; stage 3 at
+ * W > 1 leaves its packed shard's padding slots out) into one staging folder; once all have,
+ * rank 0 writes the manifest (and the export) and commits. World size > 1: a collective, every rank calls it. */
 int
 zinf_engine_save(zinf_engine *e, const char *dir, const char *tag, const void *client,
                  size_t client_len, bool export16)
@@ -1516,28 +1528,31 @@ zinf_engine_save(zinf_engine *e, const char *dir, const char *tag, const void *c
 	int rc = zinf_ckpt_parts(&e->lay, (int)e->cfg.stage, e->W, &parts, err, sizeof(err));
 	if (rc)
 		return fail(e, rc, "checkpoint %s/%s: %s", dir, tag, err);
+	/* the shard holds the table's elements, owned only; stage 3 at W > 1 keeps them packed
+	 * per block with padding (pn = S slots), compacted below */
 	size_t n = holds ? (size_t)parts[e->rank].numel : 0, bytes = n * sizeof(float);
-	if (holds && (int64_t)n != e->pn)
-		rc = fail(e, -ENOTSUP, "checkpoint %s/%s: rank %d holds %lld optimizer elements but "
-		          "its ZeRO partition table says %lld: checkpoints of this layout (stage 3 "
-		          "across ranks) are not supported yet", dir, tag, e->rank, (long long)e->pn,
+	size_t have = holds ? (size_t)e->pn * sizeof(float) : 0;
+	int64_t owned = owned_numel(e);
+	if (holds && (int64_t)n != owned) {
+		rc = fail(e, -EINVAL, "checkpoint %s/%s: rank %d owns %lld optimizer elements but "
+		          "its ZeRO partition table says %lld", dir, tag, e->rank, (long long)owned,
 		          (long long)n);
-	/* the staging folder: rank 0 makes it, the others write into it once it exists */
-	if (rc)
-		; /* told to the others below */
-	else if (e->W == 1)
-		rc = zinf_ckpt_begin(dir, tag, tmp, sizeof(tmp), err, sizeof(err));
-	else if (lead)
-		rc = zinf_ckpt_begin_shared(dir, tag, tmp, sizeof(tmp), err, sizeof(err));
-	else
-		rc = zinf_ckpt_staging_path(dir, tag, tmp, sizeof(tmp), err, sizeof(err));
-	if (rc && rc != -ENOTSUP)
-		fail(e, rc, "checkpoint %s/%s: %s", dir, tag, err);
+	} else {
+		/* the staging folder: rank 0 makes it, the others write into it once it exists */
+		if (e->W == 1)
+			rc = zinf_ckpt_begin(dir, tag, tmp, sizeof(tmp), err, sizeof(err));
+		else if (lead)
+			rc = zinf_ckpt_begin_shared(dir, tag, tmp, sizeof(tmp), err, sizeof(err));
+		else
+			rc = zinf_ckpt_staging_path(dir, tag, tmp, sizeof(tmp), err, sizeof(err));
+		if (rc)
+			fail(e, rc, "checkpoint %s/%s: %s", dir, tag, err);
+	}
 	if ((rc = ckpt_sync(e, rc, where, "another rank could not start the checkpoint")))
 		goto out_abort;
-	master = malloc(bytes + 1);
-	m = malloc(bytes + 1);
-	v = malloc(bytes + 1);
+	master = malloc((have > bytes ? have : bytes) + 1);
+	m = malloc((have > bytes ? have : bytes) + 1);
+	v = malloc((have > bytes ? have : bytes) + 1);
 	manifest = lead ? manifest_json(e, tag, parts) : NULL;
 	if (!master || !m || !v || (lead && !manifest)) {
 		rc = fail(e, -ENOMEM, "out of memory for the checkpoint's host copies (%zu bytes)",
@@ -1545,6 +1560,11 @@ zinf_engine_save(zinf_engine *e, const char *dir, const char *tag, const void *c
 	} else if (holds && (rc = state_read(e, master, m, v))) {
 		/* e->err is set */
 	} else {
+		if (holds && e->z3) {
+			zinf_zero3_compact(e->z3, master);
+			zinf_zero3_compact(e->z3, m);
+			zinf_zero3_compact(e->z3, v);
+		}
 		zinf_ckpt_section sec[4] = {
 		        {"fp32_master", master, bytes},
 		        {"exp_avg", m, bytes},
@@ -1555,14 +1575,16 @@ zinf_engine_save(zinf_engine *e, const char *dir, const char *tag, const void *c
 		if (rc)
 			fail(e, rc, "checkpoint %s/%s: %s", dir, tag, err);
 	}
-	/* the export: the gathered fp32 master (a collective on GPU ranks), written by rank 0 */
-	if (!rc && exporting && (lead || on_gpu(e))) {
+	/* the export: the gathered fp32 master (a collective on GPU ranks and at stage 3),
+	 * written by rank 0 */
+	bool collective = e->W > 1 && (on_gpu(e) || e->z3);
+	if (!rc && exporting && (lead || collective)) {
 		full = malloc((size_t)e->N * sizeof(float));
 		if (!full)
 			rc = fail(e, -ENOMEM, "out of memory for the exported weights (%lld floats)",
 			          (long long)e->N);
 	}
-	if (exporting && (lead || on_gpu(e)) && e->W > 1 && on_gpu(e)) {
+	if (exporting && collective) {
 		/* the gather is collective: agree first so no rank enters it alone */
 		if ((rc = ckpt_sync(e, rc, where, "another rank failed to write its shard")))
 			goto out_abort;
@@ -1742,13 +1764,26 @@ zinf_engine_load(zinf_engine *e, const char *dir, void **client, size_t *client_
 		fail(e, rc, "%s", err);
 		goto out_agree;
 	}
+	/* the shard holds the owned elements (the table's numel); stage 3 at W > 1 spreads them
+	 * back into the packed per-block slots (pn = S, padding 0) */
+	int64_t owned = owned_numel(e);
 	for (int i = 0; i < 3; i++) {
-		if (lens[i] != (uint64_t)e->pn * sizeof(float)) {
+		if (lens[i] != (uint64_t)owned * sizeof(float)) {
 			rc = fail(e, -EINVAL, "%s/rank%d.bin: section %s has %llu bytes, want %llu",
 			          folder, from, names[i], (unsigned long long)lens[i],
-			          (unsigned long long)e->pn * sizeof(float));
+			          (unsigned long long)owned * sizeof(float));
 			goto out_agree;
 		}
+		if (!e->z3)
+			continue;
+		float *grown = realloc(bufs[i], (size_t)e->pn * sizeof(float));
+		if (!grown) {
+			rc = fail(e, -ENOMEM, "out of memory for the ZeRO stage 3 shard (%lld floats)",
+			          (long long)e->pn);
+			goto out_agree;
+		}
+		bufs[i] = grown;
+		zinf_zero3_expand(e->z3, grown);
 	}
 	const cJSON *ls = cJSON_GetObjectItemCaseSensitive(j, "loss_scaler");
 	const cJSON *sc = cJSON_GetObjectItemCaseSensitive(j, "lr_scheduler");

@@ -351,6 +351,33 @@ zinf_zero3_pack(const zinf_zero3 *z, const float *full, float *packed)
 		memcpy(packed + z->soff[b], full + z->own_b[b], (size_t)z->own_n[b] * sizeof(float));
 }
 
+int64_t
+zinf_zero3_compact(const zinf_zero3 *z, float *buf)
+{
+	/* the owned count before block b never exceeds soff[b]: every move goes down */
+	int64_t at = 0;
+	for (int b = 0; b < z->nblocks; b++) {
+		memmove(buf + at, buf + z->soff[b], (size_t)z->own_n[b] * sizeof(float));
+		at += z->own_n[b];
+	}
+	return at;
+}
+
+void
+zinf_zero3_expand(const zinf_zero3 *z, float *buf)
+{
+	int64_t at = 0;
+	for (int b = 0; b < z->nblocks; b++)
+		at += z->own_n[b];
+	/* from the last block back: every move goes up */
+	for (int b = z->nblocks - 1; b >= 0; b--) {
+		at -= z->own_n[b];
+		memmove(buf + z->soff[b], buf + at, (size_t)z->own_n[b] * sizeof(float));
+		memset(buf + z->soff[b] + z->own_n[b], 0,
+		       (size_t)(z->per[b] - z->own_n[b]) * sizeof(float));
+	}
+}
+
 int
 zinf_zero3_pack_grads_gpu(zinf_zero3 *z, float *d_gpart)
 {

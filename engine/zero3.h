@@ -72,6 +72,11 @@ zinf_model_hooks zinf_zero3_hooks(zinf_zero3 *z);
 void zinf_zero3_invalidate(zinf_zero3 *z);
 /* full (N floats) -> packed shard (S floats, padding 0). */
 void zinf_zero3_pack(const zinf_zero3 *z, const float *full, float *packed);
+/* Checkpoints (the manifest's partition table counts owned elements only, in block order):
+ * in place, the packed shard (S floats) -> its owned elements back to back (returns how many,
+ * the table's numel for this rank), and back (padding slots set to 0). `buf` holds S floats. */
+int64_t zinf_zero3_compact(const zinf_zero3 *z, float *buf);
+void zinf_zero3_expand(const zinf_zero3 *z, float *buf);
 /* GPU: the owned ranges of d_grads into the packed d_gpart (S fp32) on the compute stream. */
 int zinf_zero3_pack_grads_gpu(zinf_zero3 *z, float *d_gpart);
 /* The full fp32 vector from every rank's packed host shard (a collective): out gets N floats. */

@@ -5,9 +5,13 @@
  *                     to S; fresh ranks resume from the checkpoint: the losses of steps K..S
  *                     and the final weights are bitwise those of the uninterrupted run, and
  *                     every rank gets its own client bytes back
+ *   resume3           the same at stage 3 on 2 and 4 ranks (per-block shards with padding
+ *                     slots, written owned-only in the partition table's order), with
+ *                     stage3_param_persistence_threshold 0 and one that keeps small blocks
  *   consolidate       a 2-rank stage-2 checkpoint with the 16-bit export: consolidate --dtype
  *                     fp32 gives exactly the gathered master; --dtype bf16 gives a file
  *                     byte-identical to rank 0's export; the same for a 1-rank checkpoint
+ *   consolidate3      the same for 2-rank stage-3 checkpoints (persistence 0 and 30000)
  *   refuse            resuming on another world size or stage, a tampered shard and a missing
  *                     shard are refused naming the cause (load, inspect, consolidate)
  *   nvme              1 rank, optimizer state on NVMe (stage 3): resume is bit-exact and
@@ -54,6 +58,7 @@ typedef struct job {
 	bool export16;
 	const char *load;    /* resume from this folder first (NULL: fresh) */
 	const char *save;    /* checkpoint folder */
+	const char *persist; /* stage3_param_persistence_threshold (NULL: the default) */
 } job;
 
 /* What a rank leaves in the shared mapping. */
@@ -71,9 +76,13 @@ static int
 make_engine(const job *j, int rank, int world, zinf_engine **e, char *err, size_t errlen)
 {
 	char json[2048], off[512] = "";
+	int at = 0;
 	if (!strcmp(j->offload, "nvme"))
-		snprintf(off, sizeof(off), ", \"offload_optimizer\": {\"device\": \"nvme\", "
-		         "\"nvme_path\": \"%s\"}", g_dir);
+		at = snprintf(off, sizeof(off), ", \"offload_optimizer\": {\"device\": \"nvme\", "
+		             "\"nvme_path\": \"%s\"}", g_dir);
+	if (j->persist)
+		snprintf(off + at, sizeof(off) - (size_t)at,
+		         ", \"stage3_param_persistence_threshold\": %s", j->persist);
 	snprintf(json, sizeof(json),
 	         "{\"train_micro_batch_size_per_gpu\": %d, \"gradient_accumulation_steps\": %d, "
 	         "\"optimizer\": {\"type\": \"AdamW\", \"params\": {\"lr\": 0.004, "
@@ -252,17 +261,20 @@ show_failures(char *res, int world, const char *what)
 /* Trains S steps on `world` ranks saving at K into dir, then resumes fresh ranks from dir
  * and checks the continuation is bitwise the uninterrupted run. */
 static void
-resume_case(int world, int stage, const char *offload)
+resume_case_p(int world, int stage, const char *offload, const char *persist)
 {
 	char dir[4096];
-	snprintf(dir, sizeof(dir), "%s/resume-w%d-s%d-%s", g_dir, world, stage, offload);
+	snprintf(dir, sizeof(dir), "%s/resume-w%d-s%d-%s%s%s", g_dir, world, stage, offload,
+	         persist ? "-p" : "", persist ? persist : "");
 	char *full = alloc_res(world), *res = alloc_res(world);
-	job j = {.stage = stage, .offload = offload, .from = 0, .to = S, .save_at = K, .save = dir};
+	job j = {.stage = stage, .offload = offload, .from = 0, .to = S, .save_at = K, .save = dir,
+	         .persist = persist};
 	int bad = run_ranks(&j, world, full);
 	show_failures(full, world, "uninterrupted run");
 	T_CHECK(bad == 0, "world %d stage %d %s: the uninterrupted run failed", world, stage,
 	        offload);
-	job k = {.stage = stage, .offload = offload, .from = K, .to = S, .load = dir};
+	job k = {.stage = stage, .offload = offload, .from = K, .to = S, .load = dir,
+	         .persist = persist};
 	bad = run_ranks(&k, world, res);
 	show_failures(res, world, "resumed run");
 	T_CHECK(bad == 0, "world %d stage %d %s: the resumed run failed", world, stage, offload);
@@ -281,11 +293,49 @@ resume_case(int world, int stage, const char *offload)
 		        "world %d stage %d %s rank %d: final weights differ after resume", world,
 		        stage, offload, r);
 	}
-	printf("world %d stage %d offload %s: resumed at step %d, losses and weights bitwise "
-	       "equal (step %d loss %.6f)\n", world, stage, offload, K, S,
-	       (double)rank_res(res, 0)->loss[S - 1]);
+	printf("world %d stage %d offload %s%s%s: resumed at step %d, losses and weights bitwise "
+	       "equal (step %d loss %.6f)\n", world, stage, offload, persist ? " persistence " : "",
+	       persist ? persist : "", K, S, (double)rank_res(res, 0)->loss[S - 1]);
 	free(full);
 	free(res);
+}
+
+static void
+resume_case(int world, int stage, const char *offload)
+{
+	resume_case_p(world, stage, offload, NULL);
+}
+
+/* Stage 3's packed shards must have padding slots at this world size (else the owned-only
+ * layout of the shard files would equal the packed one and the cases below prove less):
+ * block b gives every rank round_up(ceil(n_b / W), ZINF_BLOCK_ALIGN) slots. */
+static int64_t
+stage3_padding(int world)
+{
+	zinf_model_layout lay;
+	char err[256];
+	T_CHECK(zinf_model_layout_init(&g_mc, &lay, err, sizeof(err)) == 0, "%s", err);
+	int64_t pad = 0;
+	for (int b = 0; b < lay.nblocks; b++) {
+		int64_t n = lay.block_numel[b], per = (n + world - 1) / world;
+		per = (per + ZINF_BLOCK_ALIGN - 1) / ZINF_BLOCK_ALIGN * ZINF_BLOCK_ALIGN;
+		pad += per * world - n;
+	}
+	zinf_model_layout_free(&lay);
+	return pad;
+}
+
+static void
+resume3_case(void)
+{
+	for (int world = 2; world <= 4; world += 2) {
+		int64_t pad = stage3_padding(world);
+		T_CHECK(pad > 0, "world %d: the stage-3 shards have no padding slots", world);
+		printf("world %d stage 3: %lld padding slots over the ranks' shards\n", world,
+		       (long long)pad);
+		resume_case_p(world, 3, "none", "0");
+		resume_case_p(world, 3, "none", "30000");
+	}
 }
 
 static void *
@@ -349,14 +399,15 @@ check_fp32(const char *folder, const float *master, const char *what)
 }
 
 static void
-consolidate_case(void)
+consolidate_case(int stage, const char *persist)
 {
-	for (int world = 1; world <= 2; world++) {
+	for (int world = stage == 3 ? 2 : 1; world <= 2; world++) {
 		char dir[4096], folder[4200], out[4300], exp[4300], err[2048];
-		snprintf(dir, sizeof(dir), "%s/cons-w%d", g_dir, world);
+		snprintf(dir, sizeof(dir), "%s/cons-w%d-s%d-p%s", g_dir, world, stage,
+		         persist ? persist : "default");
 		char *res = alloc_res(world);
-		job j = {.stage = 2, .offload = "none", .from = 0, .to = K, .save_at = K,
-		         .export16 = true, .save = dir};
+		job j = {.stage = stage, .offload = "none", .from = 0, .to = K, .save_at = K,
+		         .export16 = true, .save = dir, .persist = persist};
 		int bad = run_ranks(&j, world, res);
 		show_failures(res, world, "consolidate run");
 		T_CHECK(bad == 0, "world %d: training for the checkpoint failed", world);
@@ -366,7 +417,8 @@ consolidate_case(void)
 		}
 		snprintf(folder, sizeof(folder), "%s/global_step%d", dir, K);
 		char what[64];
-		snprintf(what, sizeof(what), "world %d", world);
+		snprintf(what, sizeof(what), "world %d stage %d%s%s", world, stage,
+		         persist ? " persistence " : "", persist ? persist : "");
 		check_fp32(folder, rank_res(res, 0)->master, what);
 		/* bf16 from the shards = rank 0's export from the gathered parameters */
 		snprintf(out, sizeof(out), "%s/bf16", dir);
@@ -374,19 +426,18 @@ consolidate_case(void)
 		snprintf(out, sizeof(out), "%s/bf16/model.safetensors", dir);
 		snprintf(exp, sizeof(exp), "%s/model.safetensors", folder);
 		int rc = zinf_ckpt_consolidate(dir, NULL, out, ZINF_SAVE_BF16, err, sizeof(err));
-		T_CHECK(rc == 0, "world %d: consolidate bf16: %s", world, err);
+		T_CHECK(rc == 0, "%s: consolidate bf16: %s", what, err);
 		bool same = same_file(out, exp);
-		T_CHECK(same, "world %d: consolidated bf16 %s differs from the export %s", world, out,
-		        exp);
+		T_CHECK(same, "%s: consolidated bf16 %s differs from the export %s", what, out, exp);
 		snprintf(out, sizeof(out), "%s/bf16/config.json", dir);
-		T_CHECK(access(out, R_OK) == 0, "world %d: no config.json next to the output", world);
+		T_CHECK(access(out, R_OK) == 0, "%s: no config.json next to the output", what);
 		/* inspect: all checks pass */
 		FILE *f = fopen("/dev/null", "w");
 		rc = zinf_ckpt_inspect(dir, f, err, sizeof(err));
 		fclose(f);
-		T_CHECK(rc == 0, "world %d: inspect of a good checkpoint: %s", world, err);
+		T_CHECK(rc == 0, "%s: inspect of a good checkpoint: %s", what, err);
 		if (same)
-			printf("world %d: consolidated bf16 is byte-identical to the export\n", world);
+			printf("%s: consolidated bf16 is byte-identical to the export\n", what);
 		free(res);
 	}
 }
@@ -580,7 +631,7 @@ int
 main(int argc, char **argv)
 {
 	if (argc < 2) {
-		fprintf(stderr, "usage: test_ckpt resume2|resume4|consolidate|refuse|nvme|rss\n");
+		fprintf(stderr, "usage: test_ckpt resume2|resume4|resume3|consolidate|consolidate3|refuse|nvme|rss\n");
 		return T_EXIT_FAIL;
 	}
 	tiny_model();
@@ -599,8 +650,13 @@ main(int argc, char **argv)
 		resume_case(2, 2, "none");
 	} else if (!strcmp(c, "resume4")) {
 		resume_case(4, 1, "none");
+	} else if (!strcmp(c, "resume3")) {
+		resume3_case();
 	} else if (!strcmp(c, "consolidate")) {
-		consolidate_case();
+		consolidate_case(2, NULL);
+	} else if (!strcmp(c, "consolidate3")) {
+		consolidate_case(3, "0");
+		consolidate_case(3, "30000");
 	} else if (!strcmp(c, "refuse")) {
 		refuse_case();
 	} else if (!strcmp(c, "nvme")) {

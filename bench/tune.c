@@ -416,8 +416,11 @@ fragment(const tuner *t, const setting *s)
 	cJSON_AddNumberToObject(aio, "block_size", (double)s->v[K_BLOCK]);
 	cJSON_AddNumberToObject(aio, "queue_depth", (double)s->v[K_QD]);
 	cJSON_AddNumberToObject(aio, "thread_count", (double)s->v[K_THREADS]);
-	cJSON_AddStringToObject(aio, "backend",
-	                        iosched_backend_name((iosched_backend)s->v[K_BACKEND]));
+	/* "auto" is the config's default and the loader takes no "auto" for this key: a
+	 * setting that kept the default backend writes none */
+	if ((iosched_backend)s->v[K_BACKEND] != IOSCHED_BACKEND_AUTO)
+		cJSON_AddStringToObject(aio, "backend",
+		                        iosched_backend_name((iosched_backend)s->v[K_BACKEND]));
 	cJSON *z = cJSON_AddObjectToObject(j, "zero_optimization");
 	cJSON_AddNumberToObject(z, "stage", 3);
 	cJSON_AddNumberToObject(z, "sub_group_size", (double)s->v[K_SG]);

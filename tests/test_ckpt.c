@@ -38,6 +38,7 @@
 
 #include "engine/ckpt.h"
 #include "engine/engine.h"
+#include "test_ranks.h"
 #include "test_util.h"
 
 #define TT 16 /* tokens per row */
@@ -157,21 +158,6 @@ run_job(const job *j, int rank, int world, result *res)
 	return r;
 }
 
-static int
-free_port(void)
-{
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	socklen_t l = sizeof(a);
-	if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) ||
-	    getsockname(fd, (struct sockaddr *)&a, &l)) {
-		perror("free_port");
-		exit(T_EXIT_FAIL);
-	}
-	close(fd);
-	return ntohs(a.sin_port);
-}
-
 static size_t
 result_size(void)
 {
@@ -184,7 +170,7 @@ static int
 run_ranks(const job *j, int world, char *res)
 {
 	char port[16];
-	snprintf(port, sizeof(port), "%d", free_port());
+	snprintf(port, sizeof(port), "%d", t_free_port());
 	setenv("MASTER_ADDR", "127.0.0.1", 1);
 	setenv("MASTER_PORT", port, 1);
 	setenv("ZINF_COMM_TIMEOUT_S", "60", 1);

@@ -11,6 +11,7 @@
  *                with its status, a rank killed by a signal, --num_gpus without GPUs
  *   nccl         (gpu) zinf launch --num_gpus 2 -- comm-selftest, and a hanging rank timing out
  */
+#include "test_ranks.h"
 #include "test_util.h"
 
 #include <arpa/inet.h>
@@ -30,22 +31,6 @@ now_s(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-/* A port that was free a moment ago (the kernel's pick for port 0). */
-static int
-free_port(void)
-{
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	socklen_t l = sizeof(a);
-	if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) ||
-	    getsockname(fd, (struct sockaddr *)&a, &l)) {
-		perror("free_port");
-		abort();
-	}
-	close(fd);
-	return ntohs(a.sin_port);
 }
 
 typedef struct job {
@@ -353,14 +338,14 @@ rank_collectives(const job *j, int rank)
 static void
 suite_shm(int world)
 {
-	job j = {.world = world, .port = free_port(), .timeout_s = 20, .slot = 4096};
+	job j = {.world = world, .port = t_free_port(), .timeout_s = 20, .slot = 4096};
 	int codes[16], want[16] = {0};
 	double t0 = now_s();
 	run_ranks(&j, rank_collectives, codes, 60);
 	expect_codes("collectives", codes, world, want);
 	printf("shm%d: collectives on %d ranks in %.2f s\n", world, world, now_s() - t0);
 	/* Default slot (4 MiB): one chunk per call. */
-	j.port = free_port();
+	j.port = t_free_port();
 	j.slot = 0;
 	run_ranks(&j, rank_collectives, codes, 60);
 	expect_codes("collectives (default slot)", codes, world, want);
@@ -431,14 +416,14 @@ suite_fault(void)
 {
 	int codes[16];
 	job j = {.world = 3, .timeout_s = 1.5, .variant = V_EXIT};
-	j.port = free_port();
+	j.port = t_free_port();
 	printf("fault: rank 1 exits between collectives\n");
 	run_ranks(&j, rank_fault, codes, 20);
 	int want_exit[3] = {0, 9, 0};
 	expect_codes("exit", codes, 3, want_exit);
 
 	j.variant = V_HANG;
-	j.port = free_port();
+	j.port = t_free_port();
 	j.timeout_s = 1.0;
 	printf("fault: rank 1 hangs\n");
 	double t0 = now_s();
@@ -458,7 +443,7 @@ suite_fault(void)
 
 	j.variant = V_MISMATCH;
 	j.world = 2;
-	j.port = free_port();
+	j.port = t_free_port();
 	j.timeout_s = 5;
 	printf("fault: ranks call different collectives\n");
 	run_ranks(&j, rank_fault, codes, 20);
@@ -508,7 +493,7 @@ suite_boot(void)
 	close(fd);
 
 	/* Nobody listening: retries, then a clear error within the timeout. */
-	j.port = free_port();
+	j.port = t_free_port();
 	j.timeout_s = 0.8;
 	double t0 = now_s();
 	rc = open_comm(&j, 1, 2, &c, err, sizeof(err));
@@ -519,14 +504,14 @@ suite_boot(void)
 	printf("  %s\n", err);
 
 	/* Rank 0 alone waits for the others, then names the missing ranks. */
-	j.port = free_port();
+	j.port = t_free_port();
 	j.timeout_s = 0.5;
 	rc = open_comm(&j, 0, 3, &c, err, sizeof(err));
 	T_CHECK(rc == -ETIMEDOUT && strstr(err, "rank(s) 1, 2 never joined"), "rc %d: %s", rc, err);
 
 	/* World sizes that differ. */
 	int codes[2], want[2] = {0, 0};
-	j.port = free_port();
+	j.port = t_free_port();
 	j.timeout_s = 5;
 	run_ranks(&j, rank_boot_world, codes, 20);
 	expect_codes("world mismatch", codes, 2, want);
@@ -667,7 +652,7 @@ suite_launch(void)
 	}
 	for (int w = 2; w <= 4; w += 2) {
 		snprintf(args, sizeof(args), "--cpu --num_gpus %d --master_port %d -- comm-selftest "
-		         "--count 30001", w, free_port());
+		         "--count 30001", w, t_free_port());
 		rc = run_launch("", args, &out);
 		check_selftest_ok(w == 2 ? "launch 2" : "launch 4", rc, out, w, "shm");
 		if (w == 4)
@@ -675,7 +660,7 @@ suite_launch(void)
 		free(out);
 	}
 	/* Every line of a multi-line output gets its rank's prefix. */
-	snprintf(args, sizeof(args), "--cpu --num_gpus 2 --master_port %d -- --help", free_port());
+	snprintf(args, sizeof(args), "--cpu --num_gpus 2 --master_port %d -- --help", t_free_port());
 	rc = run_launch("", args, &out);
 	T_CHECK(rc == 0 && all_prefixed(out) && strstr(out, "[rank 1] usage: zinf <command>") &&
 	                strstr(out, "[rank 0]   launch "), "--help under launch: exit %d\n%s", rc,
@@ -683,7 +668,7 @@ suite_launch(void)
 	free(out);
 	/* Rank 1 fails in round 2: exit status 3 is passed on, rank 1 named. */
 	snprintf(args, sizeof(args), "--cpu --num_gpus 3 --master_port %d -- comm-selftest "
-	         "--count 1000 --fail-rank 1 --fail-at 2", free_port());
+	         "--count 1000 --fail-rank 1 --fail-at 2", t_free_port());
 	double t0 = now_s();
 	rc = run_launch("ZINF_COMM_TIMEOUT_S=2", args, &out);
 	T_CHECK(rc == 3, "failing rank: exit %d\n%s", rc, out);
@@ -697,14 +682,14 @@ suite_launch(void)
 	free(out);
 	/* Rank 0 killed by a signal. */
 	snprintf(args, sizeof(args), "--cpu --num_gpus 2 --master_port %d -- comm-selftest "
-	         "--count 1000 --fail-rank 0 --fail-signal 9", free_port());
+	         "--count 1000 --fail-rank 0 --fail-signal 9", t_free_port());
 	rc = run_launch("ZINF_COMM_TIMEOUT_S=2", args, &out);
 	T_CHECK(rc == 128 + 9, "killed rank: exit %d\n%s", rc, out);
 	T_CHECK(strstr(out, "rank 0 was killed by signal 9") != NULL, "signal not named\n%s", out);
 	free(out);
 	/* A hanging rank: the others time out naming it; the launcher stops the hung one. */
 	snprintf(args, sizeof(args), "--cpu --num_gpus 2 --grace 1 --master_port %d -- "
-	         "comm-selftest --count 1000 --hang-rank 1 --fail-at 2", free_port());
+	         "comm-selftest --count 1000 --hang-rank 1 --fail-at 2", t_free_port());
 	t0 = now_s();
 	rc = run_launch("ZINF_COMM_TIMEOUT_S=1", args, &out);
 	T_CHECK(rc == 1, "hanging rank: exit %d\n%s", rc, out);
@@ -715,7 +700,7 @@ suite_launch(void)
 	 * collective with a long timeout): all gone quickly, exit 128 + SIGTERM. */
 	fflush(stdout);
 	fflush(stderr);
-	int port = free_port();
+	int port = t_free_port();
 	pid_t lp = fork();
 	if (lp == 0) {
 		char ps[16];
@@ -767,13 +752,13 @@ suite_nccl(void)
 	}
 	char *out, args[512];
 	snprintf(args, sizeof(args), "--num_gpus 2 --master_port %d -- comm-selftest "
-	         "--count 4000037", free_port());
+	         "--count 4000037", t_free_port());
 	int rc = run_launch("", args, &out);
 	printf("%s", out);
 	check_selftest_ok("nccl launch 2", rc, out, 2, "nccl");
 	free(out);
 	snprintf(args, sizeof(args), "--num_gpus 2 --grace 2 --master_port %d -- comm-selftest "
-	         "--count 1000 --hang-rank 1 --fail-at 2", free_port());
+	         "--count 1000 --hang-rank 1 --fail-at 2", t_free_port());
 	double t0 = now_s();
 	rc = run_launch("ZINF_COMM_TIMEOUT_S=3", args, &out);
 	printf("%s", out);

@@ -35,6 +35,7 @@
 #include <sys/socket.h>
 
 #include "engine/engine.h"
+#include "test_ranks.h"
 #include "test_util.h"
 
 #define TT 16 /* tokens per row */
@@ -168,21 +169,6 @@ train(const run_cfg *rc, int rank, int world, int micro, result *res)
 	return r ? 1 : 0;
 }
 
-static int
-free_port(void)
-{
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	socklen_t l = sizeof(a);
-	if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) ||
-	    getsockname(fd, (struct sockaddr *)&a, &l)) {
-		perror("free_port");
-		exit(T_EXIT_FAIL);
-	}
-	close(fd);
-	return ntohs(a.sin_port);
-}
-
 static int64_t
 numel(void)
 {
@@ -203,7 +189,7 @@ static int
 run_ranks(const run_cfg *rc, int world, result *res, int64_t n)
 {
 	char port[16];
-	snprintf(port, sizeof(port), "%d", free_port());
+	snprintf(port, sizeof(port), "%d", t_free_port());
 	setenv("MASTER_ADDR", "127.0.0.1", 1);
 	setenv("MASTER_PORT", port, 1);
 	setenv("ZINF_COMM_TIMEOUT_S", "60", 1);
@@ -559,7 +545,7 @@ static pid_t
 start_train(const char *log, const char *steps)
 {
 	char port[16];
-	snprintf(port, sizeof(port), "%d", free_port());
+	snprintf(port, sizeof(port), "%d", t_free_port());
 	fflush(stdout);
 	fflush(stderr);
 	pid_t p = fork();

@@ -93,19 +93,6 @@ cmd_consolidate(int argc, char **argv)
 int
 zinf_ckpt_main(int argc, char **argv)
 {
-	if (argc < 2) {
-		usage(stderr);
-		return 2;
-	}
-	if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
-		usage(stdout);
-		return 0;
-	}
-	if (!strcmp(argv[1], "inspect"))
-		return cmd_inspect(argc - 1, argv + 1);
-	if (!strcmp(argv[1], "consolidate"))
-		return cmd_consolidate(argc - 1, argv + 1);
-	fprintf(stderr, "zinf ckpt: unknown subcommand '%s'\n\n", argv[1]);
-	usage(stderr);
-	return 2;
+	static const zinf_cli_sub subs[] = {{"inspect", cmd_inspect}, {"consolidate", cmd_consolidate}};
+	return zinf_cli_dispatch("zinf ckpt", argc, argv, subs, sizeof(subs) / sizeof(subs[0]), usage);
 }

@@ -3,6 +3,19 @@
 #ifndef ZINF_CLI_COMMANDS_H
 #define ZINF_CLI_COMMANDS_H
 
+#include <stddef.h>
+#include <stdio.h>
+
+/* A command's subcommands (argv[0] of main is the subcommand name). */
+typedef struct zinf_cli_sub {
+	const char *name;
+	int (*main)(int argc, char **argv);
+} zinf_cli_sub;
+/* Runs the subcommand argv[1] names; no argument or an unknown one: usage on stderr, exit 2
+ * (the message names the subcommands); -h/--help: usage on stdout, exit 0. (dispatch.c) */
+int zinf_cli_dispatch(const char *prog, int argc, char **argv, const zinf_cli_sub *subs, size_t n,
+                      void (*usage)(FILE *f));
+
 /* zinf config check FILE ... | zinf config keys (config_cmd.c) */
 int zinf_config_main(int argc, char **argv);
 

@@ -103,7 +103,7 @@ print_source(const zinf_config *cfg, int k, char *buf, size_t len)
 }
 
 static int
-cmd_keys(void)
+cmd_keys(int argc, char **argv)
 {
 	zinf_config cfg;
 	zinf_config_init_defaults(&cfg);
@@ -250,19 +250,7 @@ cmd_check(int argc, char **argv)
 int
 zinf_config_main(int argc, char **argv)
 {
-	if (argc < 2) {
-		usage(stderr);
-		return 2;
-	}
-	if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
-		usage(stdout);
-		return 0;
-	}
-	if (!strcmp(argv[1], "check"))
-		return cmd_check(argc - 1, argv + 1);
-	if (!strcmp(argv[1], "keys"))
-		return cmd_keys();
-	fprintf(stderr, "zinf config: unknown subcommand '%s' (check, keys)\n\n", argv[1]);
-	usage(stderr);
-	return 2;
+	static const zinf_cli_sub subs[] = {{"check", cmd_check}, {"keys", cmd_keys}};
+	return zinf_cli_dispatch("zinf config", argc, argv, subs, sizeof(subs) / sizeof(subs[0]),
+	                         usage);
 }

@@ -274,21 +274,6 @@ cmd_corpus(int argc, char **argv)
 int
 zinf_data_main(int argc, char **argv)
 {
-	if (argc < 2) {
-		usage(stderr);
-		return 2;
-	}
-	if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
-		usage(stdout);
-		return 0;
-	}
-	if (!strcmp(argv[1], "encode"))
-		return cmd_encode(argc - 1, argv + 1);
-	if (!strcmp(argv[1], "info"))
-		return cmd_info(argc - 1, argv + 1);
-	if (!strcmp(argv[1], "corpus"))
-		return cmd_corpus(argc - 1, argv + 1);
-	fprintf(stderr, "zinf data: unknown subcommand '%s' (encode, info, corpus)\n\n", argv[1]);
-	usage(stderr);
-	return 2;
+	static const zinf_cli_sub subs[] = {{"encode", cmd_encode}, {"info", cmd_info}, {"corpus", cmd_corpus}};
+	return zinf_cli_dispatch("zinf data", argc, argv, subs, sizeof(subs) / sizeof(subs[0]), usage);
 }

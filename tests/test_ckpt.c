@@ -76,7 +76,7 @@ static int64_t g_numel;
 static int
 make_engine(const job *j, int rank, int world, zinf_engine **e, char *err, size_t errlen)
 {
-	char json[2048], off[512] = "";
+	char off[512] = "";
 	int at = 0;
 	if (!strcmp(j->offload, "nvme"))
 		at = snprintf(off, sizeof(off), ", \"offload_optimizer\": {\"device\": \"nvme\", "
@@ -84,32 +84,7 @@ make_engine(const job *j, int rank, int world, zinf_engine **e, char *err, size_
 	if (j->persist)
 		snprintf(off + at, sizeof(off) - (size_t)at,
 		         ", \"stage3_param_persistence_threshold\": %s", j->persist);
-	snprintf(json, sizeof(json),
-	         "{\"train_micro_batch_size_per_gpu\": %d, \"gradient_accumulation_steps\": %d, "
-	         "\"optimizer\": {\"type\": \"AdamW\", \"params\": {\"lr\": 0.004, "
-	         "\"weight_decay\": 0.01}}, \"gradient_clipping\": 0.5, "
-	         "\"scheduler\": {\"type\": \"WarmupDecayLR\", \"params\": {\"warmup_max_lr\": "
-	         "0.004, \"warmup_num_steps\": 3, \"total_num_steps\": 20}}, "
-	         "\"zero_optimization\": {\"stage\": %d, \"sub_group_size\": 20000%s}, "
-	         "\"aio\": {\"backend\": \"psync\"}}",
-	         M, A, j->stage, off);
-	zinf_config cfg;
-	zinf_config_init_defaults(&cfg);
-	int r = zinf_config_load_string("ckpt.json", json, NULL, &cfg, err, errlen);
-	if (!r)
-		r = zinf_config_resolve(&cfg, world, g_mc.d_model, err, errlen);
-	if (r)
-		return r;
-	zinf_engine_opts o;
-	zinf_engine_opts_init(&o);
-	o.seq_len = TT;
-	o.threads = 1;
-	o.seed = 7;
-	o.rank = rank;
-	o.world_size = world;
-	o.run_id = "ckpt";
-	o.nvme_buffered = true;
-	return zinf_engine_create(&g_mc, &cfg, &o, e, err, errlen);
+	return tiny_engine(j->stage, M, A, NULL, off, rank, world, 7, "ckpt", e, err, errlen);
 }
 
 static int

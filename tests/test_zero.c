@@ -57,8 +57,9 @@ typedef struct run_cfg {
 	const char *off_param; /* offload_param device (NULL: none) */
 } run_cfg;
 
-static void
-cfg_json(char *json, size_t len, const run_cfg *rc, int micro)
+static int
+make_engine(const run_cfg *rc, int rank, int world, int micro, zinf_engine **e, char *err,
+            size_t errlen)
 {
 	char off[1024] = "";
 	int o = 0;
@@ -72,44 +73,10 @@ cfg_json(char *json, size_t len, const run_cfg *rc, int micro)
 	if (rc->off_param)
 		snprintf(off + o, sizeof(off) - (size_t)o, ", \"offload_param\": {\"device\": \"%s\"}",
 		         rc->off_param);
-	snprintf(json, len,
-	         "{\"train_micro_batch_size_per_gpu\": %d, \"gradient_accumulation_steps\": %d, "
-	         "\"optimizer\": {\"type\": \"AdamW\", \"params\": {\"lr\": 0.004, "
-	         "\"weight_decay\": 0.01}}, \"gradient_clipping\": 0.5, %s"
-	         "\"scheduler\": {\"type\": \"WarmupDecayLR\", \"params\": {\"warmup_max_lr\": "
-	         "0.004, \"warmup_num_steps\": 3, \"total_num_steps\": 20}}, "
-	         "\"zero_optimization\": {\"stage\": %d, \"sub_group_size\": 20000%s}, "
-	         "\"aio\": {\"backend\": \"psync\"}}",
-	         micro, A,
-	         rc->fp16 ? "\"fp16\": {\"enabled\": true, \"initial_scale_power\": 21, "
-	                    "\"loss_scale_window\": 3}, "
-	                  : "",
-	         rc->stage, off);
-}
-
-static int
-make_engine(const run_cfg *rc, int rank, int world, int micro, zinf_engine **e, char *err,
-            size_t errlen)
-{
-	char json[2048];
-	cfg_json(json, sizeof(json), rc, micro);
-	zinf_config cfg;
-	zinf_config_init_defaults(&cfg);
-	int r = zinf_config_load_string("zero.json", json, NULL, &cfg, err, errlen);
-	if (!r)
-		r = zinf_config_resolve(&cfg, world, g_mc.d_model, err, errlen);
-	if (r)
-		return r;
-	zinf_engine_opts o;
-	zinf_engine_opts_init(&o);
-	o.seq_len = TT;
-	o.threads = 1;
-	o.seed = 11;
-	o.rank = rank;
-	o.world_size = world;
-	o.run_id = "zero";
-	o.nvme_buffered = true;
-	return zinf_engine_create(&g_mc, &cfg, &o, e, err, errlen);
+	const char *fp16 = rc->fp16 ? "\"fp16\": {\"enabled\": true, \"initial_scale_power\": 21, "
+	                              "\"loss_scale_window\": 3}, "
+	                            : NULL;
+	return tiny_engine(rc->stage, micro, A, fp16, off, rank, world, 11, "zero", e, err, errlen);
 }
 
 /* What a run leaves: per-step losses (this rank's mean micro loss), skipped steps, the final

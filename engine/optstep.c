@@ -6,7 +6,21 @@
  * buffer_count, which bounds GPU (or host) memory; a sub-group leaves only when its write-back
  * completed. With the GPU, sub-group i's Adam is launched on our stream after offload_poll()
  * reported its fetch (the swapper reports a copy once its CUDA event fired), and its event slot
- * is i % buffer_count (unique among resident sub-groups). */
+ * is i % buffer_count (unique among resident sub-groups).
+ *
+ * ZeRO-3 parameter offload (param16_sink, host gradients with step_on GPU) adds per-slot
+ * buffers indexed the same way: slot i % buffer_count holds sub-group i's gradient slice
+ * (device, copied H2D on our stream before its Adam) and its 16-bit output. For the 16-bit
+ * output on the GPU the kernel writes a device slot and a cudaMemcpyAsync D2H into a pinned
+ * host slot is queued before the sub-group's event, rather than letting the kernel write
+ * pinned memory through UVA: the Adam kernel then streams only HBM (a zero-copy store
+ * stalls its SMs on PCIe, which is ~100x narrower) and keeps its 16-byte vector path on
+ * every GPU, the copy engine moves the 2 B/param, and the bits equal those of a device
+ * param16_out. It costs buffer_count * sub_group_size * 2 B of GPU memory. The sink of i is
+ * called when its event completed, in order because the stream completes in order; the host
+ * slot is then free. A slot is reused by sub-group i + buffer_count at the earliest, whose
+ * fetch needed a free resident place, i.e. some sub-group in [i, i + buffer_count) done,
+ * which (in-order completion) means i's sink was already called; compute() checks it. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdarg.h>
@@ -39,6 +53,12 @@ struct zinf_optstep {
 	offload_tier work, home;
 	void *host_grads, *host_p16; /* step_on CPU with device pointers */
 	size_t host_grads_len, host_p16_len;
+	/* param16_sink: the 16-bit output handed to the sink; step_on CPU: one sub-group
+	 * (malloc); step_on GPU: buffer_count pinned slots of p16_stride bytes */
+	void *sink_buf;
+	void *d_p16, *d_grads; /* step_on GPU: device slots (sink; host gradients) */
+	size_t p16_stride, grad_stride;
+	int64_t *slot_sg; /* step_on GPU with a sink: sub-group awaiting its sink per slot, -1 */
 	zinf_optstep_stats stats;
 	char err[EMSG];
 #ifdef ZINF_HAVE_CUDA
@@ -57,6 +77,7 @@ typedef struct run {
 	unsigned resident;
 	uint64_t done;
 	int fail;
+	bool sink_failed; /* param16_sink returned an error: no further sink calls */
 } run;
 
 static void set_err(zinf_optstep_t *os, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -197,13 +218,66 @@ check_opts(const zinf_optstep_opts *o, char *msg, size_t len)
 		         (unsigned long long)g, 1u << 24);
 		return -EINVAL;
 	}
-	if (o->step_on == ZINF_OPTSTEP_ON_GPU && !o->device_ptrs) {
+	return 0;
+}
+
+/* Per-slot buffers of the sink and of host gradients with step_on GPU (see the top). */
+static int
+slot_setup(zinf_optstep_t *os, char *msg, size_t len)
+{
+	const zinf_optstep_opts *o = &os->o;
+	uint64_t e = o->sub_group_size < o->nparams ? o->sub_group_size : o->nparams;
+	unsigned k = o->buffer_count;
+	/* 256-byte slots keep every slot aligned for the vectorised Adam paths */
+	os->p16_stride = round_up(e * 2, 256);
+	os->grad_stride = round_up(e * 4, 256);
+	if (o->step_on == ZINF_OPTSTEP_ON_CPU) {
+		if (o->param16_sink && !(os->sink_buf = aligned_alloc(256, os->p16_stride))) {
+			snprintf(msg, len, "out of memory for the %zu-byte 16-bit sink buffer",
+			         os->p16_stride);
+			return -ENOMEM;
+		}
+		return 0;
+	}
+#ifdef ZINF_HAVE_CUDA
+	const char *what = NULL;
+	size_t bytes = 0;
+	cudaError_t e2 = cudaSuccess;
+	if (o->param16_sink) {
+		if (!(os->slot_sg = malloc(k * sizeof(*os->slot_sg)))) {
+			snprintf(msg, len, "out of memory");
+			return -ENOMEM;
+		}
+		for (unsigned i = 0; i < k; i++)
+			os->slot_sg[i] = -1;
+		bytes = k * os->p16_stride;
+		what = "cudaMalloc of the 16-bit output slots";
+		e2 = cudaMalloc(&os->d_p16, bytes);
+		if (e2 == cudaSuccess) {
+			what = "cudaMallocHost of the 16-bit sink slots";
+			e2 = cudaMallocHost(&os->sink_buf, bytes);
+		}
+	}
+	if (e2 == cudaSuccess && !o->device_ptrs) {
+		bytes = k * os->grad_stride;
+		what = "cudaMalloc of the gradient slots (host gradients with step_on gpu)";
+		e2 = cudaMalloc(&os->d_grads, bytes);
+	}
+	if (e2 != cudaSuccess) {
+		(void)cudaGetLastError();
 		snprintf(msg, len,
-		         "step_on gpu needs device_ptrs (grads and the 16-bit copy on the "
-		         "GPU)");
-		return -EINVAL;
+		         "%s (buffer_count %u x sub_group_size %llu = %zu bytes) failed: %s; "
+		         "lower buffer_count or sub_group_size",
+		         what, k, (unsigned long long)o->sub_group_size, bytes,
+		         cudaGetErrorString(e2));
+		return -ENOMEM;
 	}
 	return 0;
+#else
+	(void)k;
+	snprintf(msg, len, "step_on gpu needs a CUDA build");
+	return -ENODEV;
+#endif
 }
 
 static int
@@ -282,6 +356,8 @@ zinf_optstep_create(const zinf_optstep_opts *opts, zinf_optstep_t **out, char *e
 	snprintf(msg, sizeof(msg), "out of memory");
 	if ((ret = gpu_setup(os, msg, sizeof(msg))))
 		goto fail;
+	if ((ret = slot_setup(os, msg, sizeof(msg))))
+		goto fail;
 
 	/* Sizes: one chunk of 12 B/param per sub-group, 4 KiB-rounded in host and NVMe. */
 	uint64_t full = round_up(12 * opts->sub_group_size, OFFLOAD_ALIGN);
@@ -334,10 +410,11 @@ zinf_optstep_create(const zinf_optstep_opts *opts, zinf_optstep_t **out, char *e
 	}
 	if (opts->step_on == ZINF_OPTSTEP_ON_CPU && opts->device_ptrs) {
 		os->host_grads_len = opts->nparams * 4;
-		os->host_p16_len = opts->nparams * 2;
+		os->host_p16_len = opts->param16_sink ? 0 : opts->nparams * 2; /* sink_buf */
 #ifdef ZINF_HAVE_CUDA
 		if (cudaMallocHost(&os->host_grads, os->host_grads_len) != cudaSuccess ||
-		    cudaMallocHost(&os->host_p16, os->host_p16_len) != cudaSuccess) {
+		    (os->host_p16_len &&
+		     cudaMallocHost(&os->host_p16, os->host_p16_len) != cudaSuccess)) {
 			(void)cudaGetLastError();
 			ret = -ENOMEM;
 			snprintf(msg, sizeof(msg),
@@ -379,7 +456,16 @@ zinf_optstep_destroy(zinf_optstep_t *os)
 		cudaFreeHost(os->host_grads);
 	if (os->host_p16)
 		cudaFreeHost(os->host_p16);
+	if (os->d_p16)
+		cudaFree(os->d_p16);
+	if (os->d_grads)
+		cudaFree(os->d_grads);
+	if (os->sink_buf && os->o.step_on == ZINF_OPTSTEP_ON_GPU)
+		cudaFreeHost(os->sink_buf);
 #endif
+	if (os->o.step_on == ZINF_OPTSTEP_ON_CPU)
+		free(os->sink_buf);
+	free(os->slot_sg);
 	for (unsigned i = 0; i < OFFLOAD_NVME_MAX_PATHS; i++)
 		free(os->paths[i]);
 	free(os->ids);
@@ -620,6 +706,30 @@ stepped(run *r, uint64_t i)
 	os->st[i] = SG_WRITING;
 }
 
+/* Hands sub-group i's 16-bit output (host memory) to the sink; see optstep.h. */
+static void
+call_sink(run *r, uint64_t i, const void *p16)
+{
+	zinf_optstep_t *os = r->os;
+	if (r->sink_failed)
+		return;
+	uint64_t off = i * os->o.sub_group_size, n = sg_len(os, i);
+	int rc = os->o.param16_sink(os->o.sink_ctx, off, n, p16);
+	if (!rc)
+		return;
+	r->sink_failed = true;
+	if (!r->fail)
+		set_err(os,
+		        "sub-group %llu (elements %llu..%llu): param16_sink returned %d (%s); "
+		        "the step stopped: earlier sub-groups were handed to the sink, this one "
+		        "and those still in flight are stepped without it, later ones unchanged "
+		        "(zinf_optstep_subgroup_step tells)",
+		        (unsigned long long)i, (unsigned long long)off,
+		        (unsigned long long)(off + n - 1), rc,
+		        rc < 0 ? strerror(-rc) : "not a negative errno");
+	fail_with(r, rc < 0 ? rc : -EIO);
+}
+
 static int
 compute(run *r, uint64_t i)
 {
@@ -642,6 +752,8 @@ compute(run *r, uint64_t i)
 	};
 	int ret;
 	if (os->work == OFFLOAD_TIER_HOST) {
+		if (os->o.param16_sink)
+			c.param16 = os->sink_buf;
 		ret = zinf_adam_step_cpu(cfg, &c, 1, r->grad_mult, &os->o.cpu);
 		if (ret) {
 			set_err(os, "sub-group %llu: CPU Adam failed: %s", (unsigned long long)i,
@@ -649,11 +761,45 @@ compute(run *r, uint64_t i)
 			return ret;
 		}
 		stepped(r, i);
+		if (os->o.param16_sink)
+			call_sink(r, i, os->sink_buf);
 		return 0;
 	}
 #ifdef ZINF_HAVE_CUDA
+	unsigned slot = (unsigned)(i % os->o.buffer_count);
+	if (os->d_grads) { /* host gradients: this sub-group's slice to its device slot */
+		size_t glen = n * dtype_size(cfg->grad_dtype);
+		void *dg = (char *)os->d_grads + slot * os->grad_stride;
+		cudaError_t e = cudaMemcpyAsync(dg, c.grad, glen, cudaMemcpyHostToDevice,
+		                                os->stream);
+		if (e != cudaSuccess) {
+			(void)cudaGetLastError();
+			set_err(os, "sub-group %llu: copy of its gradients (%zu bytes) to the GPU "
+			        "failed: %s",
+			        (unsigned long long)i, glen, cudaGetErrorString(e));
+			return -EIO;
+		}
+		count(os, OFFLOAD_TIER_HOST, OFFLOAD_TIER_GPU, glen);
+		c.grad = dg;
+	}
+	if (os->o.param16_sink) {
+		if (os->slot_sg[slot] >= 0) {
+			set_err(os, "sub-group %llu: 16-bit slot %u still holds sub-group %lld "
+			        "awaiting its sink (internal)",
+			        (unsigned long long)i, slot, (long long)os->slot_sg[slot]);
+			return -EIO;
+		}
+		c.param16 = (char *)os->d_p16 + slot * os->p16_stride;
+	}
 	ret = zinf_adam_step_cuda(cfg, &c, 1, r->grad_mult, NULL, os->stream);
-	if (!ret && cudaEventRecord(os->events[i % os->o.buffer_count], os->stream) != cudaSuccess)
+	if (!ret && os->o.param16_sink) {
+		if (cudaMemcpyAsync((char *)os->sink_buf + slot * os->p16_stride, c.param16,
+		                    n * 2, cudaMemcpyDeviceToHost, os->stream) != cudaSuccess)
+			ret = -EIO;
+		else
+			count(os, OFFLOAD_TIER_GPU, OFFLOAD_TIER_HOST, n * 2);
+	}
+	if (!ret && cudaEventRecord(os->events[slot], os->stream) != cudaSuccess)
 		ret = -EIO;
 	if (ret) {
 		(void)cudaGetLastError();
@@ -661,6 +807,8 @@ compute(run *r, uint64_t i)
 		        strerror(-ret));
 		return ret;
 	}
+	if (os->o.param16_sink)
+		os->slot_sg[slot] = (int64_t)i;
 	os->st[i] = SG_COMPUTING;
 	return 0;
 #else
@@ -694,6 +842,9 @@ check_gpu(run *r, uint64_t lo, uint64_t hi)
 		if (e == cudaErrorNotReady)
 			break; /* in stream order: later ones are not done either */
 		moved++;
+		unsigned slot = (unsigned)(i % os->o.buffer_count);
+		if (os->slot_sg)
+			os->slot_sg[slot] = -1;
 		if (e != cudaSuccess) {
 			(void)cudaGetLastError();
 			set_err(os, "sub-group %llu: CUDA Adam failed: %s", (unsigned long long)i,
@@ -703,6 +854,8 @@ check_gpu(run *r, uint64_t lo, uint64_t hi)
 			continue;
 		}
 		stepped(r, i);
+		if (os->o.param16_sink) /* in order: the stream completes in order */
+			call_sink(r, i, (const char *)os->sink_buf + slot * os->p16_stride);
 	}
 #else
 	(void)r;
@@ -819,6 +972,16 @@ zinf_optstep_step(zinf_optstep_t *os, const void *grads, void *param16_out,
 	double t0 = now_s();
 	memset(&os->stats.bytes, 0, sizeof(os->stats.bytes));
 	os->stats.fetches = os->stats.writebacks = 0;
+	if (os->o.param16_sink && param16_out) {
+		set_err(os, "step: param16_out given with a param16_sink: the 16-bit copy goes to "
+		        "the sink, pass param16_out NULL");
+		return -EINVAL;
+	}
+	if (os->work == OFFLOAD_TIER_GPU && !os->o.device_ptrs && param16_out) {
+		set_err(os, "step: param16_out given with step_on gpu and host gradients "
+		        "(device_ptrs false): set param16_sink and pass param16_out NULL");
+		return -EINVAL;
+	}
 	if ((ret = flush_pending(os)))
 		return ret;
 	run r = {.os = os, .cfg = cfg, .grads = grads, .p16 = param16_out, .grad_mult = grad_mult};

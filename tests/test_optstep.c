@@ -1,5 +1,6 @@
 /* engine/optstep: the offloaded optimizer step with CPU Adam (runs in CI, no GPU needed).
- * Usage: test_optstep <case>; cases: cpu, nvme, fast_init, eio_read, eio_write, bad_opts, gpu_refused. */
+ * Usage: test_optstep <case>; cases: cpu, nvme, fast_init, eio_read, eio_write, bad_opts,
+ * gpu_refused, sink_cpu, sink_nvme, sink_eio, sink_refused. */
 #include "test_util.h"
 
 #include <math.h>
@@ -123,6 +124,19 @@ base_opts(zinf_optstep_opts *o, zinf_optstep_device dev, const char *const *path
 	}
 }
 
+/* base_opts with bc buffers of sgs elements; fewer buffers than the full overlap needs run
+ * with what fits (both pipeline flags tested). */
+static void
+sized_opts(zinf_optstep_opts *o, zinf_optstep_device dev, const char *const *paths, unsigned bc,
+           uint64_t sgs)
+{
+	base_opts(o, dev, paths);
+	o->buffer_count = bc;
+	o->pipeline_read = bc >= 2;
+	o->pipeline_write = bc >= 3;
+	o->sub_group_size = sgs;
+}
+
 static bool
 same_bits(const void *a, const void *b, size_t len, const char *what, const char *label)
 {
@@ -150,12 +164,7 @@ run_case(zinf_optstep_device dev, unsigned bc, uint64_t sgs, zinf_dtype gd, bool
 	reference(&ref, gd, STEPS);
 
 	zinf_optstep_opts o;
-	base_opts(&o, dev, paths);
-	o.buffer_count = bc;
-	/* fewer buffers than the full overlap needs: run with what fits (both flags tested) */
-	o.pipeline_read = bc >= 2;
-	o.pipeline_write = bc >= 3;
-	o.sub_group_size = sgs;
+	sized_opts(&o, dev, paths, bc, sgs);
 	o.pin_memory = pin;
 	zinf_optstep_t *os;
 	char err[512];
@@ -222,6 +231,62 @@ test_nvme(void)
 	run_case(ZINF_OPTSTEP_DEVICE_NVME, 3, 2048, ZINF_DTYPE_FP32, false);
 }
 
+/* The states around a failed first step: ref0 before it, ref1 after it (the reference), s
+ * for the handle under test with step 1's fp32 gradients in s->g. */
+static void
+fail_states(state *ref0, state *ref1, state *s)
+{
+	st_alloc(ref0, ZINF_DTYPE_FP32);
+	st_alloc(ref1, ZINF_DTYPE_FP32);
+	st_alloc(s, ZINF_DTYPE_FP32);
+	init_params(ref0->p, ref0->m, ref0->v);
+	reference(ref1, ZINF_DTYPE_FP32, 1);
+	make_grads(s->g, ZINF_DTYPE_FP32, 1);
+}
+
+static void
+fail_states_free(state *ref0, state *ref1, state *s)
+{
+	st_free(ref0);
+	st_free(ref1);
+	st_free(s);
+}
+
+/* Creates a handle and loads init's state at step 0; NULL (a failed check) on error. */
+static zinf_optstep_t *
+open_loaded(const zinf_optstep_opts *o, const state *init, const char *label)
+{
+	zinf_optstep_t *os;
+	char err[512];
+	int ret = zinf_optstep_create(o, &os, err, sizeof(err));
+	T_CHECK(ret == 0, "%s: create: %s", label, err);
+	if (ret)
+		return NULL;
+	ret = zinf_optstep_load(os, init->p, init->m, init->v, 0);
+	T_CHECK(ret == 0, "%s: load: %d %s", label, ret, zinf_optstep_last_error(os));
+	return os;
+}
+
+/* After a failed first step: zinf_optstep_read() gives every sub-group (of sgs elements)
+ * wholly its state before (ref0) or after (ref1) the step, as zinf_optstep_subgroup_step()
+ * says. */
+static void
+check_old_or_new(zinf_optstep_t *os, state *s, const state *ref0, const state *ref1,
+                 uint64_t sgs, const char *label)
+{
+	int ret = zinf_optstep_read(os, s->p, s->m, s->v);
+	T_CHECK(ret == 0, "%s: read after failure: %d %s", label, ret, zinf_optstep_last_error(os));
+	for (uint64_t i = 0; i < zinf_optstep_subgroups(os); i++) {
+		uint64_t off = i * sgs, n = off + sgs > N ? N - off : sgs;
+		const state *want = zinf_optstep_subgroup_step(os, i) == 1 ? ref1 : ref0;
+		char l2[160];
+		snprintf(l2, sizeof(l2), "%s sub-group %llu", label, (unsigned long long)i);
+		same_bits(s->p + off, want->p + off, n * 4, "master", l2);
+		same_bits(s->m + off, want->m + off, n * 4, "m", l2);
+		same_bits(s->v + off, want->v + off, n * 4, "v", l2);
+	}
+}
+
 /* Injected EIO: on read (the fetch of some sub-group) or on write (a write-back). Checks the
  * message, that every sub-group is wholly before or wholly after the step as
  * zinf_optstep_subgroup_step() says, and that reloading the checkpoint and stepping again gives
@@ -233,11 +298,7 @@ eio_case(unsigned ops)
 	const char *label = ops == IOSCHED_OP_READ ? "eio read" : "eio write";
 	enum { SGS = 1000, NG = (N + SGS - 1) / SGS };
 	state ref0, ref1, s;
-	st_alloc(&ref0, ZINF_DTYPE_FP32);
-	st_alloc(&ref1, ZINF_DTYPE_FP32);
-	st_alloc(&s, ZINF_DTYPE_FP32);
-	init_params(ref0.p, ref0.m, ref0.v);
-	reference(&ref1, ZINF_DTYPE_FP32, 1);
+	fail_states(&ref0, &ref1, &s);
 
 	/* Each sub-group is one piece (12 KB < block size). Loading writes NG pieces; the step
 	 * reads NG and writes NG. Fail the 4th read (sub-group 3's fetch) or the 3rd write of
@@ -248,17 +309,12 @@ eio_case(unsigned ops)
 	o.buffer_count = 2;
 	o.pipeline_write = false;
 	o.aio.fault = &fault;
-	zinf_optstep_t *os;
-	char err[512];
-	int ret = zinf_optstep_create(&o, &os, err, sizeof(err));
-	T_CHECK(ret == 0, "%s: create: %s", label, err);
-	if (ret)
+	zinf_optstep_t *os = open_loaded(&o, &ref0, label);
+	if (!os)
 		goto out;
-	T_CHECK(zinf_optstep_load(os, ref0.p, ref0.m, ref0.v, 0) == 0, "%s: load", label);
 	zinf_adam_cfg cfg;
 	cfg_for(&cfg, ZINF_DTYPE_FP32, 1);
-	make_grads(s.g, ZINF_DTYPE_FP32, 1);
-	ret = zinf_optstep_step(os, s.g, s.p16, &cfg, 0.5f);
+	int ret = zinf_optstep_step(os, s.g, s.p16, &cfg, 0.5f);
 	T_CHECK(ret == -EIO, "%s: step returned %d, want -EIO", label, ret);
 	const char *msg = zinf_optstep_last_error(os);
 	const char *chunk = ops == IOSCHED_OP_READ ? "optstep.sg3" : "optstep.sg2";
@@ -291,17 +347,7 @@ eio_case(unsigned ops)
 	}
 	T_CHECK(nstepped < NG, "%s: every sub-group stepped despite the failure", label);
 	/* Each sub-group wholly old or wholly new (read retries the failed write-back). */
-	ret = zinf_optstep_read(os, s.p, s.m, s.v);
-	T_CHECK(ret == 0, "%s: read after failure: %d %s", label, ret, zinf_optstep_last_error(os));
-	for (uint64_t i = 0; i < NG; i++) {
-		uint64_t off = i * SGS, n = off + SGS > N ? N - off : SGS;
-		const state *want = zinf_optstep_subgroup_step(os, i) == 1 ? &ref1 : &ref0;
-		char l2[160];
-		snprintf(l2, sizeof(l2), "%s sub-group %llu", label, (unsigned long long)i);
-		same_bits(s.p + off, want->p + off, n * 4, "master", l2);
-		same_bits(s.m + off, want->m + off, n * 4, "m", l2);
-		same_bits(s.v + off, want->v + off, n * 4, "v", l2);
-	}
+	check_old_or_new(os, &s, &ref0, &ref1, SGS, label);
 	/* Resume from the checkpoint: bit-identical to the reference. */
 	T_CHECK(zinf_optstep_load(os, ref0.p, ref0.m, ref0.v, 0) == 0, "%s: reload", label);
 	ret = zinf_optstep_step(os, s.g, s.p16, &cfg, 0.5f);
@@ -312,9 +358,7 @@ eio_case(unsigned ops)
 	same_bits(s.v, ref1.v, N * 4, "v after resume", label);
 	zinf_optstep_destroy(os);
 out:
-	st_free(&ref0);
-	st_free(&ref1);
-	st_free(&s);
+	fail_states_free(&ref0, &ref1, &s);
 }
 
 static void
@@ -366,9 +410,6 @@ test_bad_opts(void)
 	base_opts(&o, ZINF_OPTSTEP_DEVICE_NVME, missing);
 	expect_refused(&o, -ENOENT, "/nonexistent/zinf-optstep");
 	base_opts(&o, ZINF_OPTSTEP_DEVICE_CPU, NULL);
-	o.step_on = ZINF_OPTSTEP_ON_GPU;
-	o.device_ptrs = false;
-	expect_refused(&o, -EINVAL, "step_on gpu needs device_ptrs");
 
 	/* a bad step: bf16 moments are not the offloaded layout */
 	base_opts(&o, ZINF_OPTSTEP_DEVICE_CPU, NULL);
@@ -407,7 +448,210 @@ test_gpu_refused(void)
 	o.device_ptrs = true;
 	expect_refused(&o, -ENODEV, "step_on gpu needs a CUDA device");
 	expect_refused(&o, -ENODEV, why);
+	o.device_ptrs = false; /* host gradients: still needs the GPU */
+	expect_refused(&o, -ENODEV, "step_on gpu needs a CUDA device");
 	return 0;
+}
+
+/* param16_sink: collects the sub-groups' 16-bit outputs and checks the guarantees of
+ * optstep.h (ascending, contiguous from 0, so [0, N) is covered exactly once per step). */
+typedef struct sink_ctx {
+	uint16_t *out;
+	uint64_t next, calls;
+	uint64_t fail_at; /* call whose sink fails; UINT64_MAX: none */
+	int fail_rc;
+} sink_ctx;
+
+static int
+sink_cb(void *ctx, uint64_t offset, uint64_t n, const void *p16)
+{
+	sink_ctx *k = ctx;
+	T_CHECK(offset == k->next, "sink called at %llu, expected %llu",
+	        (unsigned long long)offset, (unsigned long long)k->next);
+	T_CHECK(n > 0 && offset + n <= N, "sink range %llu+%llu outside [0, %d)",
+	        (unsigned long long)offset, (unsigned long long)n, N);
+	if (k->calls++ == k->fail_at)
+		return k->fail_rc;
+	if (offset + n <= N)
+		memcpy(k->out + offset, p16, n * 2);
+	k->next = offset + n;
+	return 0;
+}
+
+static void
+sink_reset(sink_ctx *k)
+{
+	memset(k->out, 0xff, N * 2);
+	k->next = k->calls = 0;
+}
+
+/* The same STEPS steps without (param16_out) and with a sink: every step's 16-bit copy and the
+ * final state equal bit for bit. */
+static void
+sink_case(zinf_optstep_device dev, unsigned bc, uint64_t sgs, zinf_dtype gd)
+{
+	const char *paths[1] = {g_dir};
+	char label[128];
+	snprintf(label, sizeof(label), "sink %s bc=%u sgs=%llu grad=%s",
+	         dev == ZINF_OPTSTEP_DEVICE_NVME ? "nvme" : "cpu", bc, (unsigned long long)sgs,
+	         zinf_dtype_name(gd));
+	state s[2];
+	uint16_t *want = calloc((size_t)STEPS * N, 2);
+	sink_ctx k = {.out = malloc(N * 2), .fail_at = UINT64_MAX};
+	if (!want || !k.out)
+		abort();
+	uint64_t ng = (N + sgs - 1) / sgs;
+	for (int with = 0; with < 2; with++) {
+		st_alloc(&s[with], gd);
+		zinf_optstep_opts o;
+		sized_opts(&o, dev, paths, bc, sgs);
+		if (with) {
+			o.param16_sink = sink_cb;
+			o.sink_ctx = &k;
+		}
+		init_params(s[with].p, s[with].m, s[with].v);
+		zinf_optstep_t *os = open_loaded(&o, &s[with], label);
+		if (!os)
+			break;
+		for (int t = 1; t <= STEPS; t++) {
+			zinf_adam_cfg cfg;
+			cfg_for(&cfg, gd, t);
+			make_grads(s[with].g, gd, t);
+			sink_reset(&k);
+			int ret = zinf_optstep_step(os, s[with].g, with ? NULL : s[with].p16, &cfg,
+			                            0.5f);
+			T_CHECK(ret == 0, "%s: step %d (sink %d): %d %s", label, t, with, ret,
+			        zinf_optstep_last_error(os));
+			uint16_t *w = want + (size_t)(t - 1) * N;
+			if (!with) {
+				memcpy(w, s[with].p16, N * 2);
+				continue;
+			}
+			T_CHECK_EQ_I64(k.calls, ng);
+			T_CHECK_EQ_I64(k.next, N);
+			char l2[160];
+			snprintf(l2, sizeof(l2), "%s step %d", label, t);
+			same_bits(k.out, w, N * 2, "16-bit copy from the sink", l2);
+		}
+		T_CHECK(zinf_optstep_read(os, s[with].p, s[with].m, s[with].v) == 0, "%s: read",
+		        label);
+		zinf_optstep_destroy(os);
+	}
+	same_bits(s[1].p, s[0].p, N * 4, "master", label);
+	same_bits(s[1].m, s[0].m, N * 4, "m", label);
+	same_bits(s[1].v, s[0].v, N * 4, "v", label);
+	st_free(&s[0]);
+	st_free(&s[1]);
+	free(want);
+	free(k.out);
+}
+
+static void
+test_sink_cpu(void)
+{
+	sink_case(ZINF_OPTSTEP_DEVICE_CPU, 4, 1000, ZINF_DTYPE_FP32);
+	sink_case(ZINF_OPTSTEP_DEVICE_CPU, 1, 333, ZINF_DTYPE_BF16);
+	sink_case(ZINF_OPTSTEP_DEVICE_CPU, 2, 100000, ZINF_DTYPE_FP32); /* one sub-group */
+}
+
+static void
+test_sink_nvme(void)
+{
+	sink_case(ZINF_OPTSTEP_DEVICE_NVME, 4, 1000, ZINF_DTYPE_FP32);
+	sink_case(ZINF_OPTSTEP_DEVICE_NVME, 1, 333, ZINF_DTYPE_BF16);
+	sink_case(ZINF_OPTSTEP_DEVICE_NVME, 3, 2048, ZINF_DTYPE_FP32);
+}
+
+/* The sink fails on sub-group K: the step fails naming K and the code, sub-groups 0..K are
+ * stepped (K's Adam completed before its sink), later ones unchanged, the sink saw 0..K-1
+ * with the reference bits, and zinf_optstep_read returns each sub-group wholly old or new. */
+static void
+sink_eio_case(zinf_optstep_device dev)
+{
+	const char *paths[1] = {g_dir};
+	const char *label = dev == ZINF_OPTSTEP_DEVICE_NVME ? "sink eio nvme" : "sink eio cpu";
+	enum { SGS = 1000, NG = (N + SGS - 1) / SGS, K = 3 };
+	state ref0, ref1, s;
+	fail_states(&ref0, &ref1, &s);
+	sink_ctx k = {.out = malloc(N * 2), .fail_at = K, .fail_rc = -EIO};
+	if (!k.out)
+		abort();
+	zinf_optstep_opts o;
+	base_opts(&o, dev, paths);
+	o.param16_sink = sink_cb;
+	o.sink_ctx = &k;
+	zinf_optstep_t *os = open_loaded(&o, &ref0, label);
+	if (!os)
+		goto out;
+	zinf_adam_cfg cfg;
+	cfg_for(&cfg, ZINF_DTYPE_FP32, 1);
+	sink_reset(&k);
+	int ret = zinf_optstep_step(os, s.g, NULL, &cfg, 0.5f);
+	T_CHECK(ret == -EIO, "%s: step returned %d, want -EIO", label, ret);
+	const char *msg = zinf_optstep_last_error(os);
+	T_CHECK(strstr(msg, "sub-group 3 ") && strstr(msg, "param16_sink returned -5"),
+	        "%s: message '%s' should name sub-group 3 and the sink's -5", label, msg);
+	T_CHECK_EQ_I64(k.calls, K + 1); /* not called again after it failed */
+	T_CHECK_EQ_I64(k.next, K * SGS);
+	same_bits(k.out, ref1.p16, K * SGS * 2, "16-bit copy before the failure", label);
+	for (uint64_t i = 0; i < NG; i++)
+		T_CHECK_EQ_I64(zinf_optstep_subgroup_step(os, i), i <= K ? 1 : 0);
+	check_old_or_new(os, &s, &ref0, &ref1, SGS, label);
+	/* the handle stays usable: reload, step with a working sink */
+	k.fail_at = UINT64_MAX;
+	sink_reset(&k);
+	T_CHECK(zinf_optstep_load(os, ref0.p, ref0.m, ref0.v, 0) == 0, "%s: reload", label);
+	ret = zinf_optstep_step(os, s.g, NULL, &cfg, 0.5f);
+	T_CHECK(ret == 0, "%s: step after reload: %d %s", label, ret, zinf_optstep_last_error(os));
+	T_CHECK_EQ_I64(k.next, N);
+	same_bits(k.out, ref1.p16, N * 2, "16-bit copy after resume", label);
+	zinf_optstep_destroy(os);
+out:
+	free(k.out);
+	fail_states_free(&ref0, &ref1, &s);
+}
+
+static void
+test_sink_eio(void)
+{
+	sink_eio_case(ZINF_OPTSTEP_DEVICE_CPU);
+	sink_eio_case(ZINF_OPTSTEP_DEVICE_NVME);
+}
+
+/* A param16_out next to a sink is refused before anything is stepped. */
+static void
+test_sink_refused(void)
+{
+	state s;
+	st_alloc(&s, ZINF_DTYPE_FP32);
+	sink_ctx k = {.out = malloc(N * 2), .fail_at = UINT64_MAX};
+	zinf_optstep_opts o;
+	base_opts(&o, ZINF_OPTSTEP_DEVICE_CPU, NULL);
+	o.param16_sink = sink_cb;
+	o.sink_ctx = &k;
+	init_params(s.p, s.m, s.v);
+	zinf_optstep_t *os = open_loaded(&o, &s, "sink refused");
+	if (!os || !k.out)
+		abort();
+	zinf_adam_cfg cfg;
+	cfg_for(&cfg, ZINF_DTYPE_FP32, 1);
+	make_grads(s.g, ZINF_DTYPE_FP32, 1);
+	sink_reset(&k);
+	int ret = zinf_optstep_step(os, s.g, s.p16, &cfg, 1.0f);
+	T_CHECK(ret == -EINVAL, "param16_out with a sink: step returned %d", ret);
+	T_CHECK(strstr(zinf_optstep_last_error(os), "param16_out") &&
+	                strstr(zinf_optstep_last_error(os), "param16_sink"),
+	        "message '%s' should name param16_out and param16_sink",
+	        zinf_optstep_last_error(os));
+	T_CHECK_EQ_I64(k.calls, 0);
+	T_CHECK_EQ_I64(zinf_optstep_subgroup_step(os, 0), 0);
+	/* and the same step without param16_out goes through */
+	T_CHECK(zinf_optstep_step(os, s.g, NULL, &cfg, 1.0f) == 0, "step: %s",
+	        zinf_optstep_last_error(os));
+	T_CHECK_EQ_I64(k.next, N);
+	zinf_optstep_destroy(os);
+	free(k.out);
+	st_free(&s);
 }
 
 /* fast_init: zinf_optstep_load_fill builds the NVMe state sub-group by sub-group from a fill
@@ -479,7 +723,9 @@ int
 main(int argc, char **argv)
 {
 	if (argc != 2) {
-		fprintf(stderr, "usage: %s cpu|nvme|fast_init|eio_read|eio_write|bad_opts|gpu_refused\n",
+		fprintf(stderr,
+		        "usage: %s cpu|nvme|fast_init|eio_read|eio_write|bad_opts|gpu_refused|"
+		        "sink_cpu|sink_nvme|sink_eio|sink_refused\n",
 		        argv[0]);
 		return T_EXIT_FAIL;
 	}
@@ -500,6 +746,14 @@ main(int argc, char **argv)
 		test_bad_opts();
 	else if (!strcmp(c, "gpu_refused"))
 		rc = test_gpu_refused();
+	else if (!strcmp(c, "sink_cpu"))
+		test_sink_cpu();
+	else if (!strcmp(c, "sink_nvme"))
+		test_sink_nvme();
+	else if (!strcmp(c, "sink_eio"))
+		test_sink_eio();
+	else if (!strcmp(c, "sink_refused"))
+		test_sink_refused();
 	else {
 		fprintf(stderr, "unknown case %s\n", c);
 		rc = T_EXIT_FAIL;

@@ -29,6 +29,10 @@
  * that write-back. A sub-group whose fetch failed is unchanged. The message names the chunk,
  * the operation and the I/O error (path, offset, length, errno from the swapper).
  *
+ * ZeRO-3 parameter offload: with a param16_sink and host gradients (device_ptrs false) neither
+ * the gradients nor the 16-bit copy need a partition-sized array on the GPU, even with
+ * step_on GPU: slices go through buffer_count per-slot GPU buffers.
+ *
  * Threads: one thread at a time per handle. */
 #ifndef ZINF_ENGINE_OPTSTEP_H
 #define ZINF_ENGINE_OPTSTEP_H
@@ -54,6 +58,8 @@ typedef enum zinf_optstep_on {
 	ZINF_OPTSTEP_ON_CPU = 1, /* CPU Adam on host copies (DeepSpeed's way) */
 } zinf_optstep_on;
 
+typedef int (*zinf_optstep_sink_fn)(void *ctx, uint64_t offset, uint64_t n, const void *p16);
+
 typedef struct zinf_optstep_opts {
 	uint64_t nparams;        /* N, this rank's partition; required */
 	uint64_t sub_group_size; /* elements per sub-group; required (> 0) */
@@ -73,10 +79,29 @@ typedef struct zinf_optstep_opts {
 	bool allow_unpinned;   /* page-locking refused: pageable with a warning (default false) */
 	bool nvme_buffered;    /* no O_DIRECT (default false) */
 	zinf_optstep_on step_on;
-	/* grads and param16_out passed to zinf_optstep_step() are device pointers. Required for
-	 * step_on GPU; with step_on CPU the grads are copied to host once per step and the 16-bit
-	 * copy back to the GPU afterwards. false: host pointers (step_on CPU only). */
+	/* grads and param16_out passed to zinf_optstep_step() are device pointers; with step_on
+	 * CPU the grads are copied to host once per step and the 16-bit copy back to the GPU
+	 * afterwards. false: host pointers. step_on GPU with host pointers (ZeRO-3 parameter
+	 * offload: no partition-sized array on the GPU) copies each sub-group's gradient slice to
+	 * a per-slot device buffer before its Adam (pinned grads overlap, pageable ones work,
+	 * slower) and takes no param16_out: the 16-bit copy goes to param16_sink. */
 	bool device_ptrs;
+	/* 16-bit sink (NULL: none). When set, zinf_optstep_step() takes param16_out == NULL and
+	 * hands each sub-group's updated cfg->param16_dtype values to
+	 * param16_sink(sink_ctx, offset, n, p16): offset = its first element in the partition,
+	 * n = its length, p16 = a HOST buffer valid only during the call. Guarantees: called on
+	 * the caller's thread before zinf_optstep_step() returns, after that sub-group's Adam
+	 * completed, exactly once per sub-group stepped by this call (also for those still in
+	 * flight when a failure was seen: a sub-group is stepped iff its sink call was made),
+	 * in ascending sub-group order (0, 1, 2, ...; a failed sub-group is skipped). Non-zero
+	 * return: the step fails with that code (negative; -EIO for a positive one) and a
+	 * message naming the sub-group and the code, with the failure semantics above (no new
+	 * Adam; in-flight work finished, its sub-groups written back); the sink is not called
+	 * again in that step, so sub-groups stepped after it have no 16-bit output. Any
+	 * step_on / device / device_ptrs. With step_on GPU, buffer_count * sub_group_size
+	 * 16-bit elements of GPU memory and as much pinned host memory are allocated at create. */
+	zinf_optstep_sink_fn param16_sink;
+	void *sink_ctx;
 	int gpu_device;
 	zinf_cpu_opts cpu; /* CPU Adam threads/ISA; default 1 thread, AUTO */
 	iosched_opts aio;  /* iosched_opts_init() defaults; .fault for tests */
@@ -114,9 +139,11 @@ int zinf_optstep_read(zinf_optstep_t *os, float *master, float *m, float *v);
 
 /* One Adam step over all sub-groups with cfg (cfg->step, lr, ...; moment_dtype must be FP32).
  * grads: N elements of cfg->grad_dtype; param16_out: N elements of cfg->param16_dtype or NULL;
- * device or host pointers per opts.device_ptrs. grad_mult as zinf_adam_step_cpu.
- * The gradients must be complete when called (the step runs on its own non-blocking stream
- * and does not wait for the caller's streams); param16_out is complete when it returns. */
+ * device or host pointers per opts.device_ptrs. param16_out must be NULL when opts has a
+ * param16_sink, and with step_on GPU and host pointers (-EINVAL otherwise). grad_mult as
+ * zinf_adam_step_cpu. The gradients must be complete when called (the step runs on its own
+ * non-blocking stream and does not wait for the caller's streams); param16_out is complete
+ * when it returns. */
 int zinf_optstep_step(zinf_optstep_t *os, const void *grads, void *param16_out,
                       const zinf_adam_cfg *cfg, float grad_mult);
 

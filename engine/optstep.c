@@ -14,7 +14,7 @@
  * output on the GPU the kernel writes a device slot and a cudaMemcpyAsync D2H into a pinned
  * host slot is queued before the sub-group's event, rather than letting the kernel write
  * pinned memory through UVA: the Adam kernel then streams only HBM (a zero-copy store
- * stalls its SMs on PCIe, which is ~100x narrower) and keeps its 16-byte vector path on
+ * stalls its SMs on PCIe, some 50x narrower than HBM) and keeps its 16-byte vector path on
  * every GPU, the copy engine moves the 2 B/param, and the bits equal those of a device
  * param16_out. It costs buffer_count * sub_group_size * 2 B of GPU memory. The sink of i is
  * called when its event completed, in order because the stream completes in order; the host
@@ -1077,6 +1077,12 @@ zinf_optstep_step(zinf_optstep_t *os, const void *grads, void *param16_out,
 		os->stats.bytes[OFFLOAD_TIER_GPU][1] += plen;
 #endif
 	}
+#ifdef ZINF_HAVE_CUDA
+	/* a failed launch may leave a gradient copy of ours queued: nothing may read the
+	 * caller's buffers after we return */
+	if (r.fail && os->work == OFFLOAD_TIER_GPU && cudaStreamSynchronize(os->stream))
+		(void)cudaGetLastError();
+#endif
 	os->stats.seconds = now_s() - t0;
 	return r.fail;
 }

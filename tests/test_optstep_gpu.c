@@ -2,7 +2,11 @@
  * CPU-stepped state after 3 steps, within the kernels' tolerances (weight change within 1e-4
  * of the largest change, m and v within 1e-5 normwise); the bf16 copy written on the GPU is
  * the round-to-nearest-even of the GPU master; step_on cpu with device pointers is bit-identical
- * to step_on cpu with host pointers. Exits 77 without a CUDA device. */
+ * to step_on cpu with host pointers. ZeRO-3 parameter offload: step_on gpu with host gradients
+ * (pinned and pageable) or device gradients and the 16-bit copy through param16_sink gives,
+ * bit for bit, the state and every step's 16-bit copy of step_on gpu with device gradients and
+ * a device param16_out (device cpu and nvme; buffer_count 1 reuses one slot per sub-group).
+ * Exits 77 without a CUDA device. */
 #include "test_util.h"
 
 #include <math.h>
@@ -60,27 +64,35 @@ typedef struct result {
 	uint16_t *p16;
 } result;
 
-/* Runs STEPS steps and reads the state back. */
+static void
+gpu_opts(zinf_optstep_opts *o, zinf_optstep_device dev, zinf_optstep_on on, bool dptrs,
+         unsigned bc, const char *const *paths)
+{
+	zinf_optstep_opts_init(o);
+	o->nparams = N;
+	o->sub_group_size = 65536;
+	o->device = dev;
+	o->nvme_paths = paths;
+	o->nvme_path_count = dev == ZINF_OPTSTEP_DEVICE_NVME ? 1 : 0;
+	o->buffer_count = bc;
+	/* fewer buffers than the full overlap needs: run with what fits (both flags tested) */
+	o->pipeline_read = bc >= 2;
+	o->pipeline_write = bc >= 3;
+	o->step_on = on;
+	o->device_ptrs = dptrs;
+	o->allow_unpinned = true;
+	o->aio.quiet = true;
+}
+
+/* Runs STEPS steps and reads the state back; steps16 (may be NULL): every step's 16-bit
+ * copy, STEPS * N. */
 static int
 run(zinf_optstep_device dev, zinf_optstep_on on, bool dptrs, unsigned bc, zinf_dtype gd,
-    result *out)
+    result *out, uint16_t *steps16)
 {
 	const char *paths[1] = {g_dir};
 	zinf_optstep_opts o;
-	zinf_optstep_opts_init(&o);
-	o.nparams = N;
-	o.sub_group_size = 65536;
-	o.device = dev;
-	o.nvme_paths = paths;
-	o.nvme_path_count = dev == ZINF_OPTSTEP_DEVICE_NVME ? 1 : 0;
-	o.buffer_count = bc;
-	/* fewer buffers than the full overlap needs: run with what fits (both flags tested) */
-	o.pipeline_read = bc >= 2;
-	o.pipeline_write = bc >= 3;
-	o.step_on = on;
-	o.device_ptrs = dptrs;
-	o.allow_unpinned = true;
-	o.aio.quiet = true;
+	gpu_opts(&o, dev, on, dptrs, bc, paths);
 	zinf_optstep_t *os;
 	char err[512];
 	int ret = zinf_optstep_create(&o, &os, err, sizeof(err));
@@ -108,6 +120,9 @@ run(zinf_optstep_device dev, zinf_optstep_on on, bool dptrs, unsigned bc, zinf_d
 		if (dptrs) {
 			cudaMemcpy(dg, hg, glen, cudaMemcpyHostToDevice);
 			ret = zinf_optstep_step(os, dg, dp16, &cfg, 0.5f);
+			if (steps16)
+				cudaMemcpy(steps16 + (size_t)(t - 1) * N, dp16, N * 2,
+				           cudaMemcpyDeviceToHost);
 		} else {
 			ret = zinf_optstep_step(os, hg, out->p16, &cfg, 0.5f);
 		}
@@ -147,6 +162,154 @@ res_free(result *r)
 	free(r->m);
 	free(r->v);
 	free(r->p16);
+}
+
+/* ZeRO-3 parameter offload: gradients from pinned or pageable host memory (or the device), the
+ * 16-bit copy through param16_sink. */
+typedef enum grad_src { GRAD_PINNED, GRAD_PAGEABLE, GRAD_DEVICE } grad_src;
+
+typedef struct sink_ctx {
+	uint16_t *out; /* this step's 16-bit copy, N */
+	uint64_t next, calls;
+} sink_ctx;
+
+static int
+sink_cb(void *ctx, uint64_t offset, uint64_t n, const void *p16)
+{
+	sink_ctx *k = ctx;
+	T_CHECK(offset == k->next && offset + n <= N, "sink called at %llu+%llu, expected %llu",
+	        (unsigned long long)offset, (unsigned long long)n, (unsigned long long)k->next);
+	if (offset + n <= N)
+		memcpy(k->out + offset, p16, n * 2);
+	k->next = offset + n;
+	k->calls++;
+	return 0;
+}
+
+static int
+run_sink(zinf_optstep_device dev, grad_src src, unsigned bc, zinf_dtype gd, result *out,
+         uint16_t *steps16)
+{
+	const char *paths[1] = {g_dir};
+	sink_ctx k = {0};
+	zinf_optstep_opts o;
+	gpu_opts(&o, dev, ZINF_OPTSTEP_ON_GPU, src == GRAD_DEVICE, bc, paths);
+	o.param16_sink = sink_cb;
+	o.sink_ctx = &k;
+	zinf_optstep_t *os;
+	char err[512];
+	int ret = zinf_optstep_create(&o, &os, err, sizeof(err));
+	T_CHECK(ret == 0, "create: %s", err);
+	if (ret)
+		return ret;
+	size_t esz = gd == ZINF_DTYPE_FP32 ? 4 : 2;
+	float *g = malloc(N * 4);
+	uint16_t *gb = malloc(N * 2);
+	void *grads = NULL; /* what the step is given */
+	if (src == GRAD_PINNED)
+		T_CHECK(cudaMallocHost(&grads, N * esz) == cudaSuccess, "cudaMallocHost");
+	else if (src == GRAD_DEVICE)
+		T_CHECK(cudaMalloc(&grads, N * esz) == cudaSuccess, "cudaMalloc");
+	else
+		grads = malloc(N * esz);
+	if (!g || !gb || !grads)
+		abort();
+	init_params(out->p, out->m, out->v);
+	T_CHECK(zinf_optstep_load(os, out->p, out->m, out->v, 0) == 0, "load");
+	uint64_t ng = zinf_optstep_subgroups(os);
+	for (int t = 1; t <= STEPS && !ret; t++) {
+		zinf_adam_cfg cfg;
+		zinf_adam_cfg_init(&cfg);
+		cfg.lr = 1e-2f;
+		cfg.step = t;
+		cfg.grad_dtype = gd;
+		make_grads(g, gb, t);
+		const void *hg = gd == ZINF_DTYPE_FP32 ? (const void *)g : (const void *)gb;
+		if (src == GRAD_DEVICE)
+			cudaMemcpy(grads, hg, N * esz, cudaMemcpyHostToDevice);
+		else
+			memcpy(grads, hg, N * esz);
+		k = (sink_ctx){.out = steps16 + (size_t)(t - 1) * N};
+		ret = zinf_optstep_step(os, grads, NULL, &cfg, 0.5f);
+		T_CHECK(ret == 0, "step %d: %s", t, zinf_optstep_last_error(os));
+		T_CHECK(k.calls == ng && k.next == N, "step %d: sink called %llu times up to %llu",
+		        t, (unsigned long long)k.calls, (unsigned long long)k.next);
+		/* host traffic: the state (device cpu), the gradient slices (host gradients)
+		 * and the 16-bit copy */
+		zinf_optstep_stats st;
+		zinf_optstep_get_stats(os, &st);
+		uint64_t state = dev == ZINF_OPTSTEP_DEVICE_CPU ? 12ull * N : 0;
+		T_CHECK(st.bytes[OFFLOAD_TIER_HOST][0] ==
+		                        state + (src == GRAD_DEVICE ? 0 : (uint64_t)N * esz) &&
+		                st.bytes[OFFLOAD_TIER_HOST][1] == state + 2ull * N,
+		        "step %d: host read %llu written %llu bytes", t,
+		        (unsigned long long)st.bytes[OFFLOAD_TIER_HOST][0],
+		        (unsigned long long)st.bytes[OFFLOAD_TIER_HOST][1]);
+	}
+	/* a param16_out next to the sink is refused */
+	void *dummy = NULL;
+	if (!ret && cudaMalloc(&dummy, N * 2) == cudaSuccess) {
+		zinf_adam_cfg cfg;
+		zinf_adam_cfg_init(&cfg);
+		cfg.step = STEPS + 1;
+		cfg.grad_dtype = gd;
+		T_CHECK(zinf_optstep_step(os, grads, dummy, &cfg, 0.5f) == -EINVAL,
+		        "param16_out with a sink accepted");
+		cudaFree(dummy);
+	}
+	if (!ret)
+		T_CHECK((ret = zinf_optstep_read(os, out->p, out->m, out->v)) == 0, "read %s",
+		        zinf_optstep_last_error(os));
+	if (src == GRAD_PINNED)
+		cudaFreeHost(grads);
+	else if (src == GRAD_DEVICE)
+		cudaFree(grads);
+	else
+		free(grads);
+	free(g);
+	free(gb);
+	zinf_optstep_destroy(os);
+	return ret;
+}
+
+/* Sink runs against step_on gpu with device gradients and a device param16_out: bit-identical
+ * state and 16-bit copies of every step. */
+static void
+test_sink(zinf_dtype gd)
+{
+	static const char *srcs[3] = {"pinned", "pageable", "device"};
+	result base, sk;
+	res_alloc(&base);
+	res_alloc(&sk);
+	uint16_t *b16 = malloc((size_t)STEPS * N * 2), *s16 = malloc((size_t)STEPS * N * 2);
+	if (!b16 || !s16)
+		abort();
+	zinf_optstep_device devs[2] = {ZINF_OPTSTEP_DEVICE_CPU, ZINF_OPTSTEP_DEVICE_NVME};
+	for (int d = 0; d < 2; d++) {
+		unsigned bcs[2] = {1, 3};
+		for (int b = 0; b < 2; b++) {
+			if (run(devs[d], ZINF_OPTSTEP_ON_GPU, true, bcs[b], gd, &base, b16))
+				continue;
+			for (int src = 0; src < 3; src++) {
+				char label[128];
+				snprintf(label, sizeof(label), "sink %s bc=%u grads=%s grad=%s",
+				         d ? "nvme" : "cpu", bcs[b], srcs[src], zinf_dtype_name(gd));
+				memset(s16, 0xff, (size_t)STEPS * N * 2);
+				if (run_sink(devs[d], (grad_src)src, bcs[b], gd, &sk, s16))
+					continue;
+				T_CHECK(!memcmp(base.p, sk.p, N * 4) &&
+				                !memcmp(base.m, sk.m, N * 4) &&
+				                !memcmp(base.v, sk.v, N * 4),
+				        "%s: state differs from device grads + param16_out", label);
+				T_CHECK(!memcmp(b16, s16, (size_t)STEPS * N * 2),
+				        "%s: the sink's 16-bit copies differ from param16_out", label);
+			}
+		}
+	}
+	free(b16);
+	free(s16);
+	res_free(&base);
+	res_free(&sk);
 }
 
 static double
@@ -196,10 +359,10 @@ main(void)
 	zinf_dtype gds[2] = {ZINF_DTYPE_FP32, ZINF_DTYPE_BF16};
 	for (int gi = 0; gi < 2; gi++) {
 		zinf_dtype gd = gds[gi];
-		if (run(ZINF_OPTSTEP_DEVICE_CPU, ZINF_OPTSTEP_ON_CPU, false, 2, gd, &cpu))
+		if (run(ZINF_OPTSTEP_DEVICE_CPU, ZINF_OPTSTEP_ON_CPU, false, 2, gd, &cpu, NULL))
 			break;
 		/* step_on cpu with device pointers: same bits as with host pointers */
-		if (!run(ZINF_OPTSTEP_DEVICE_NVME, ZINF_OPTSTEP_ON_CPU, true, 2, gd, &cpu_d)) {
+		if (!run(ZINF_OPTSTEP_DEVICE_NVME, ZINF_OPTSTEP_ON_CPU, true, 2, gd, &cpu_d, NULL)) {
 			T_CHECK(!memcmp(cpu.p, cpu_d.p, N * 4) && !memcmp(cpu.m, cpu_d.m, N * 4) &&
 			                !memcmp(cpu.v, cpu_d.v, N * 4) &&
 			                !memcmp(cpu.p16, cpu_d.p16, N * 2),
@@ -213,11 +376,12 @@ main(void)
 				char label[96];
 				snprintf(label, sizeof(label), "gpu %s bc=%u grad=%s",
 				         d ? "nvme" : "cpu", bcs[b], zinf_dtype_name(gd));
-				if (run(devs[d], ZINF_OPTSTEP_ON_GPU, true, bcs[b], gd, &gpu))
+				if (run(devs[d], ZINF_OPTSTEP_ON_GPU, true, bcs[b], gd, &gpu, NULL))
 					continue;
 				compare(&gpu, &cpu, p0.p, label);
 			}
 		}
+		test_sink(gd);
 	}
 	res_free(&p0);
 	res_free(&cpu);
@@ -230,6 +394,7 @@ main(void)
 		return T_EXIT_FAIL;
 	}
 	printf("test_optstep_gpu: ok (GPU-stepped state matches CPU-stepped, cpu and nvme, "
-	       "buffer_count 1 and 3, fp32 and bf16 grads)\n");
+	       "buffer_count 1 and 3, fp32 and bf16 grads; the sink with host gradients is "
+	       "bit-identical)\n");
 	return T_EXIT_PASS;
 }

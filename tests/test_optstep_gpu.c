@@ -51,6 +51,23 @@ make_grads(float *g, uint16_t *gb, int t)
 	}
 }
 
+static void
+step_cfg(zinf_adam_cfg *cfg, zinf_dtype gd, int t)
+{
+	zinf_adam_cfg_init(cfg);
+	cfg->lr = 1e-2f;
+	cfg->step = t;
+	cfg->grad_dtype = gd;
+}
+
+/* Step t's gradients in g (fp32) and gb (bf16); returns the one of dtype gd. */
+static const void *
+step_grads(float *g, uint16_t *gb, zinf_dtype gd, int t)
+{
+	make_grads(g, gb, t);
+	return gd == ZINF_DTYPE_FP32 ? (const void *)g : (const void *)gb;
+}
+
 static uint16_t
 bf16_rne(float x)
 {
@@ -110,12 +127,8 @@ run(zinf_optstep_device dev, zinf_optstep_on on, bool dptrs, unsigned bc, zinf_d
 	}
 	for (int t = 1; t <= STEPS && !ret; t++) {
 		zinf_adam_cfg cfg;
-		zinf_adam_cfg_init(&cfg);
-		cfg.lr = 1e-2f;
-		cfg.step = t;
-		cfg.grad_dtype = gd;
-		make_grads(g, gb, t);
-		const void *hg = gd == ZINF_DTYPE_FP32 ? (const void *)g : (const void *)gb;
+		step_cfg(&cfg, gd, t);
+		const void *hg = step_grads(g, gb, gd, t);
 		size_t glen = gd == ZINF_DTYPE_FP32 ? N * 4 : N * 2;
 		if (dptrs) {
 			cudaMemcpy(dg, hg, glen, cudaMemcpyHostToDevice);
@@ -219,12 +232,8 @@ run_sink(zinf_optstep_device dev, grad_src src, unsigned bc, zinf_dtype gd, resu
 	uint64_t ng = zinf_optstep_subgroups(os);
 	for (int t = 1; t <= STEPS && !ret; t++) {
 		zinf_adam_cfg cfg;
-		zinf_adam_cfg_init(&cfg);
-		cfg.lr = 1e-2f;
-		cfg.step = t;
-		cfg.grad_dtype = gd;
-		make_grads(g, gb, t);
-		const void *hg = gd == ZINF_DTYPE_FP32 ? (const void *)g : (const void *)gb;
+		step_cfg(&cfg, gd, t);
+		const void *hg = step_grads(g, gb, gd, t);
 		if (src == GRAD_DEVICE)
 			cudaMemcpy(grads, hg, N * esz, cudaMemcpyHostToDevice);
 		else
@@ -250,9 +259,7 @@ run_sink(zinf_optstep_device dev, grad_src src, unsigned bc, zinf_dtype gd, resu
 	void *dummy = NULL;
 	if (!ret && cudaMalloc(&dummy, N * 2) == cudaSuccess) {
 		zinf_adam_cfg cfg;
-		zinf_adam_cfg_init(&cfg);
-		cfg.step = STEPS + 1;
-		cfg.grad_dtype = gd;
+		step_cfg(&cfg, gd, STEPS + 1);
 		T_CHECK(zinf_optstep_step(os, grads, dummy, &cfg, 0.5f) == -EINVAL,
 		        "param16_out with a sink accepted");
 		cudaFree(dummy);

@@ -4,6 +4,7 @@
 #define ZINF_CLI_COMMANDS_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 /* A command's subcommands (argv[0] of main is the subcommand name). */
@@ -15,6 +16,10 @@ typedef struct zinf_cli_sub {
  * (the message names the subcommands); -h/--help: usage on stdout, exit 0. (dispatch.c) */
 int zinf_cli_dispatch(const char *prog, int argc, char **argv, const zinf_cli_sub *subs, size_t n,
                       void (*usage)(FILE *f));
+
+/* "80G", "512GiB", "1.5T", "1000000" -> bytes (K M G T and KiB.. binary; KB MB GB TB
+ * decimal); a bad value: a message naming prog and flag on stderr, -EINVAL. (dispatch.c) */
+int zinf_cli_parse_size(const char *prog, const char *flag, const char *v, uint64_t *out);
 
 /* zinf config check FILE ... | zinf config keys (config_cmd.c) */
 int zinf_config_main(int argc, char **argv);

@@ -42,32 +42,10 @@ usage(FILE *f)
 	        "1 none fits or a file could not be read/written, 2 usage error.\n");
 }
 
-/* "80G", "512GiB", "1.5T", "1000000" -> bytes (K M G T and KiB.. binary; KB MB GB TB decimal). */
 static int
 parse_size(const char *flag, const char *v, uint64_t *out)
 {
-	static const struct {
-		const char *s;
-		double m;
-	} units[] = {{"", 1},         {"B", 1},          {"K", 0x1p10},   {"KiB", 0x1p10},
-	             {"KB", 1e3},     {"M", 0x1p20},     {"MiB", 0x1p20}, {"MB", 1e6},
-	             {"G", 0x1p30},   {"GiB", 0x1p30},   {"GB", 1e9},     {"T", 0x1p40},
-	             {"TiB", 0x1p40}, {"TB", 1e12}};
-	char *end;
-	errno = 0;
-	double x = strtod(v, &end), mult = 0;
-	for (size_t i = 0; end != v && i < sizeof(units) / sizeof(units[0]); i++)
-		if (!strcasecmp(end, units[i].s))
-			mult = units[i].m;
-	if (end == v || !mult || errno || !(x > 0) || x * mult > 1e18) {
-		fprintf(stderr,
-		        PROG ": %s '%s': not a size > 0; pass e.g. %s 80G (K M G T binary, KB MB "
-		        "GB TB decimal)\n",
-		        flag, v, flag);
-		return -EINVAL;
-	}
-	*out = (uint64_t)(x * mult);
-	return 0;
+	return zinf_cli_parse_size(PROG, flag, v, out);
 }
 
 static int

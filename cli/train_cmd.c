@@ -28,7 +28,7 @@ usage(FILE *f)
 	        "                  [--out DIR --save_steps N] [--resume DIR] [--export]\n"
 	        "                  [--seed N] [--no_shuffle] [--gradient_checkpointing]\n"
 	        "                  [--device auto|cpu|gpu] [--threads N]\n"
-	        "                  [--num_gpus N]\n"
+	        "                  [--num_gpus N] [--gpu_mem SIZE]\n"
 	        "                  [HF-style overrides: --per_device_train_batch_size N\n"
 	        "                   --gradient_accumulation_steps N --learning_rate X\n"
 	        "                   --max_grad_norm X --weight_decay X --warmup_steps N ...]\n\n"
@@ -41,6 +41,9 @@ usage(FILE *f)
 	        "--num_gpus N: data parallel over N ranks, the short form of `zinf launch --num_gpus N\n"
 	        "-- train ...` (--device cpu: N CPU ranks); ZeRO stage 0-3 from the config (stage 3\n"
 	        "shards parameters per layer). Under zinf launch (RANK set) the launcher's ranks are used.\n"
+	        "--gpu_mem SIZE (e.g. 8G): GPU memory this rank's engine may use; ZeRO stage 3 fits\n"
+	        "its gathered layers into what the fixed buffers leave (with offload_param the\n"
+	        "parameters themselves live in host memory or on NVMe).\n"
 	        "Without arguments: gpt2-tiny on the built-in corpus for 200 steps (GPU if usable).\n",
 	        "gpt2-tiny, llama-tiny, gpt2-124m, ");
 }
@@ -187,6 +190,7 @@ zinf_train_main(int argc, char **argv)
 	const char *out = NULL, *resume = NULL, *device = "auto";
 	long steps = 200, seq_len = 64, save_steps = 0, eval_steps = 0, seed = 1234, threads = 0;
 	bool export16 = false, steps_given = false, no_shuffle = false, recompute = false;
+	uint64_t gpu_mem = 0;
 	char err[2048];
 	zinf_config_overrides ov;
 	zinf_config_overrides_init(&ov);
@@ -263,6 +267,10 @@ zinf_train_main(int argc, char **argv)
 			device = v;
 		else if (!strcmp(a, "--num_gpus"))
 			; /* handled above */
+		else if (!strcmp(a, "--gpu_mem")) {
+			if (zinf_cli_parse_size("zinf train", a, v, &gpu_mem))
+				return 2;
+		}
 		else if (!strcmp(a, "--steps") || !strcmp(a, "--seq_len") ||
 		         !strcmp(a, "--save_steps") || !strcmp(a, "--eval_steps") ||
 		         !strcmp(a, "--seed") || !strcmp(a, "--threads")) {
@@ -384,6 +392,7 @@ zinf_train_main(int argc, char **argv)
 	eo.rank = rank;
 	eo.world_size = world;
 	eo.gpu_device = local_rank;
+	eo.gpu_mem_budget = gpu_mem;
 	rc = zinf_engine_create(&mc, &cfg, &eo, &e, err, sizeof(err));
 	if (rc) {
 		fprintf(stderr, "zinf train: %s\n", err);
@@ -550,6 +559,22 @@ zinf_train_main(int argc, char **argv)
 	       (long long)st.skipped_steps);
 	if (!isnan(val_loss))
 		printf("final val loss %.4f\n", val_loss);
+	if (gpu) {
+		zinf_engine_memory em;
+		zinf_engine_get_memory(e, &em);
+		const double G = (double)(1u << 30);
+		printf("memory: GPU %.2f GiB used at peak (cudaMemGetInfo, this engine)", (double)em.gpu_used_peak / G);
+		if (gpu_mem)
+			printf(", budget %.2f GiB", (double)gpu_mem / G);
+		if (em.gpu_slot_peak)
+			printf(" | stage-3 slots peak %.2f GiB", (double)em.gpu_slot_peak / G);
+		if (em.param_tier)
+			printf(" | 16-bit params on %s: %.2f GiB, host buffers peak %.2f GiB, NVMe "
+			       "read %.2f GB written %.2f GB", em.param_tier == 2 ? "NVMe" : "host",
+			       (double)em.param_bytes / G, (double)em.param_host_peak / G,
+			       1e-9 * (double)em.param_nvme_read, 1e-9 * (double)em.param_nvme_written);
+		printf("\n");
+	}
 	code = 0;
 out:
 	free(tok);

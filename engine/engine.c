@@ -112,9 +112,12 @@ struct zinf_engine {
 	zinf_grad_stats *d_stats;
 	zinf_grad_scratch *d_scratch;
 	zinf_grad_stats *d_gather; /* W records: the ranks' partition statistics */
-	uint16_t *d_shard16;       /* stage 3: the packed bf16 shard (pn) */
+	uint16_t *d_shard16;       /* stage 3: the packed bf16 shard (pn); NULL with a store */
 	float *d_gpart;            /* stage 3: the packed reduced gradients (pn) */
+	bool gpart_host;           /* offload_param: d_gpart is pinned host memory */
 #endif
+	zinf_pstore *pstore;       /* offload_param: the 16-bit shard's home (pstore.h) */
+	uint64_t gpu_base, gpu_peak; /* device bytes used when the engine started / peak since */
 
 	zinf_lr_schedule sched;
 	zinf_loss_scaler scaler;
@@ -124,6 +127,8 @@ struct zinf_engine {
 	zinf_engine_stats st;
 	char err[EMSG];
 };
+
+static void gpu_sample(zinf_engine *e);
 
 static double
 now(void)
@@ -186,6 +191,30 @@ set_err_from(zinf_engine *e, char *err, size_t errlen)
 
 /* ---- optimizer state ---------------------------------------------------------------------- */
 
+/* The config's aio section (and the tests' fault injection) for an offload's I/O. */
+static void
+aio_opts(zinf_engine *e, iosched_opts *a)
+{
+	iosched_opts_init(a);
+	a->backend = (iosched_backend)e->cfg.aio_backend;
+	a->queue_depth = (unsigned)e->cfg.aio_queue_depth;
+	a->block_size = (uint64_t)e->cfg.aio_block_size;
+	a->thread_count = (unsigned)e->cfg.aio_thread_count;
+	a->quiet = true;
+	if (e->o.fault) {
+		e->fault = *e->o.fault;
+		a->fault = &e->fault;
+	}
+}
+
+/* offload_param: the optimizer's 16-bit output goes to the parameter store. */
+static int
+pstore_sink(void *ctx, uint64_t off, uint64_t n, const void *p16)
+{
+	zinf_engine *e = ctx;
+	return zinf_pstore_write(e->pstore, off, n, p16);
+}
+
 static int
 optstep_open(zinf_engine *e)
 {
@@ -216,23 +245,50 @@ optstep_open(zinf_engine *e)
 	so.nvme_buffered = e->o.nvme_buffered;
 	so.step_on = on_gpu(e) ? ZINF_OPTSTEP_ON_GPU : ZINF_OPTSTEP_ON_CPU;
 	so.device_ptrs = on_gpu(e);
+	if (e->cfg.offload_param.device != ZINF_DEVICE_NONE) {
+		/* gradients in pinned host memory, the 16-bit output streamed to the store */
+		so.device_ptrs = false;
+		so.param16_sink = pstore_sink;
+		so.sink_ctx = e;
+	}
 	so.gpu_device = e->o.gpu_device;
 	so.cpu = e->cpu_opts;
-	iosched_opts_init(&so.aio);
-	so.aio.backend = (iosched_backend)e->cfg.aio_backend;
-	so.aio.queue_depth = (unsigned)e->cfg.aio_queue_depth;
-	so.aio.block_size = (uint64_t)e->cfg.aio_block_size;
-	so.aio.thread_count = (unsigned)e->cfg.aio_thread_count;
-	so.aio.quiet = true;
-	if (e->o.fault) {
-		e->fault = *e->o.fault;
-		so.aio.fault = &e->fault;
-	}
+	aio_opts(e, &so.aio);
 	char err[EMSG];
 	int rc = zinf_optstep_create(&so, &e->os, err, sizeof(err));
 	if (rc)
 		return fail(e, rc, "%s: zero_optimization.offload_optimizer (device %s): %s",
 		            e->cfg.path, oo->device == ZINF_DEVICE_NVME ? "nvme" : "cpu", err);
+	return 0;
+}
+
+/* offload_param: the rank's 16-bit shard in host memory or on NVMe (pstore.h). */
+static int
+pstore_open(zinf_engine *e)
+{
+	const zinf_config_offload *op = &e->cfg.offload_param;
+	char what[4200];
+	snprintf(what, sizeof(what), "%.4000s: zero_optimization.offload_param", e->cfg.path);
+	zinf_pstore_opts po = {
+	        .nblocks = e->z3->nblocks,
+	        .soff = e->z3->soff,
+	        .per = e->z3->per,
+	        .nvme = op->device == ZINF_DEVICE_NVME,
+	        .nvme_path = op->nvme_path,
+	        .buffer_count = (unsigned)op->buffer_count,
+	        .buffer_size = (uint64_t)op->buffer_size,
+	        .max_in_cpu = (uint64_t)op->max_in_cpu,
+	        .pin_memory = op->pin_memory,
+	        .run_id = e->o.run_id,
+	        .rank = (unsigned)e->o.rank,
+	        .nvme_buffered = e->o.nvme_buffered,
+	        .what = what,
+	};
+	aio_opts(e, &po.aio);
+	char err[EMSG];
+	int rc = zinf_pstore_create(&po, &e->pstore, err, sizeof(err));
+	if (rc)
+		return fail(e, rc, "%s", err);
 	return 0;
 }
 
@@ -349,9 +405,25 @@ state_write(zinf_engine *e, const float *master, const float *m, const float *v,
 		            (long long)e->pn);
 	for (int64_t i = 0; i < e->pn; i++)
 		p16[i] = f32_to_bf16(master[i]);
-	cudaError_t ce = cudaMemcpy(e->d_shard16 ? e->d_shard16 : e->d_p16 + e->pb, p16,
-	                            (size_t)e->pn * 2, cudaMemcpyHostToDevice);
-	free(p16);
+	cudaError_t ce = cudaSuccess;
+	if (e->pstore) {
+		int rc = zinf_zero3_quiesce(e->z3);
+		if (rc) {
+			free(p16);
+			return fail(e, rc, "%s", e->z3->err);
+		}
+		zinf_zero3_invalidate(e->z3);
+		rc = zinf_pstore_write(e->pstore, 0, (uint64_t)e->pn, p16);
+		if (!rc)
+			rc = zinf_pstore_flush(e->pstore);
+		free(p16);
+		if (rc)
+			return fail(e, rc, "%s", zinf_pstore_error(e->pstore));
+	} else {
+		ce = cudaMemcpy(e->d_shard16 ? e->d_shard16 : e->d_p16 + e->pb, p16,
+		                (size_t)e->pn * 2, cudaMemcpyHostToDevice);
+		free(p16);
+	}
 	if (ce == cudaSuccess && !e->os) {
 		ce = cudaMemcpy(e->d_master, master, bytes, cudaMemcpyHostToDevice);
 		if (ce == cudaSuccess)
@@ -470,30 +542,18 @@ create_device(zinf_engine *e)
 		return fail(e, rc, "%s", err);
 #ifdef ZINF_HAVE_CUDA
 	e->stream = (cudaStream_t)zinf_gpu_model_stream(e->gpu);
-	cudaError_t ce = cudaMalloc((void **)&e->d_p16, (size_t)e->Np * 2);
-	if (ce == cudaSuccess)
-		ce = cudaMemset(e->d_p16, 0, (size_t)e->Np * 2);
-	if (ce == cudaSuccess)
-		ce = cudaMalloc((void **)&e->d_grads, bytes);
-	if (ce == cudaSuccess)
-		ce = cudaMemset(e->d_grads, 0, bytes);
+	cudaError_t ce = cudaSuccess;
+	if (!e->z3) {
+		ce = cudaMalloc((void **)&e->d_p16, (size_t)e->Np * 2);
+		if (ce == cudaSuccess)
+			ce = cudaMemset(e->d_p16, 0, (size_t)e->Np * 2);
+		if (ce == cudaSuccess)
+			ce = cudaMalloc((void **)&e->d_grads, bytes);
+		if (ce == cudaSuccess)
+			ce = cudaMemset(e->d_grads, 0, bytes);
+	}
 	if (ce == cudaSuccess && e->W > 1)
 		ce = cudaMalloc((void **)&e->d_gather, (size_t)e->W * sizeof(zinf_grad_stats));
-	if (ce == cudaSuccess && e->z3) {
-		ce = cudaMalloc((void **)&e->d_shard16, (size_t)e->pn * 2);
-		if (ce == cudaSuccess)
-			ce = cudaMalloc((void **)&e->d_gpart, pbytes);
-		if (ce == cudaSuccess)
-			ce = cudaMemset(e->d_gpart, 0, pbytes); /* the padding slots stay 0 */
-		if (ce == cudaSuccess) {
-			int zr = zinf_zero3_set_gpu(e->z3, e->stream, e->d_p16, e->d_grads,
-			                            e->d_shard16, err, sizeof(err));
-			if (zr)
-				return fail(e, zr, "%s", err);
-			zinf_model_hooks h = zinf_zero3_hooks(e->z3);
-			zinf_gpu_model_set_hooks(e->gpu, &h);
-		}
-	}
 	if (ce == cudaSuccess)
 		ce = cudaMalloc((void **)&e->d_stats, sizeof(zinf_grad_stats));
 	if (ce == cudaSuccess)
@@ -504,6 +564,54 @@ create_device(zinf_engine *e)
 			ce = cudaMalloc((void **)&e->d_m, pbytes);
 		if (ce == cudaSuccess)
 			ce = cudaMalloc((void **)&e->d_v, pbytes);
+	}
+	if (ce == cudaSuccess && e->z3) {
+		/* stage 3: the packed shard and gradient accumulator only; gathered blocks live in
+		 * the zero3 slots. offload_param: both off the GPU (store + pinned host gpart) */
+		if (!e->pstore)
+			ce = cudaMalloc((void **)&e->d_shard16, (size_t)e->pn * 2);
+		if (ce == cudaSuccess) {
+			if (e->pstore) {
+				ce = cudaMallocHost((void **)&e->d_gpart, pbytes);
+				e->gpart_host = ce == cudaSuccess;
+				if (ce == cudaSuccess)
+					memset(e->d_gpart, 0, pbytes);
+			} else {
+				ce = cudaMalloc((void **)&e->d_gpart, pbytes);
+				if (ce == cudaSuccess)
+					ce = cudaMemset(e->d_gpart, 0, pbytes); /* padding slots stay 0 */
+			}
+		}
+		if (ce == cudaSuccess) {
+			size_t fr = 0, tot = 0;
+			uint64_t used = cudaMemGetInfo(&fr, &tot) == cudaSuccess ? tot - fr : 0;
+			uint64_t fixed = used > e->gpu_base ? used - e->gpu_base : 0;
+			uint64_t budget = e->o.gpu_mem_budget;
+			if (budget && fixed >= budget)
+				return fail(e, -ENOMEM, "--gpu_mem %llu bytes: the engine's fixed GPU "
+				            "buffers (activations, workspaces, optimizer work buffers%s) "
+				            "already use %llu; raise --gpu_mem, lower the micro-batch or "
+				            "turn on --gradient_checkpointing",
+				            (unsigned long long)budget,
+				            e->pstore ? "" : ", the bf16 shard and gradient partition",
+				            (unsigned long long)fixed);
+			const zinf_config *c = &e->cfg;
+			zinf_zero3_gpu_opts zo = {
+			        .stream = e->stream,
+			        .shard16 = e->d_shard16,
+			        .store = e->pstore,
+			        .gpart = e->d_gpart,
+			        .prefetch_bucket = c->prefetch_bucket_size,
+			        .max_live = c->max_live_parameters,
+			        .max_reuse = c->max_reuse_distance,
+			        .slot_budget = budget ? budget - fixed : 0,
+			};
+			int zr = zinf_zero3_set_gpu(e->z3, &zo, err, sizeof(err));
+			if (zr)
+				return fail(e, zr, "%s", err);
+			zinf_model_hooks h = zinf_zero3_hooks(e->z3);
+			zinf_gpu_model_set_hooks(e->gpu, &h);
+		}
 	}
 	if (ce != cudaSuccess)
 		return fail(e, -ENOMEM, "GPU memory for %lld parameters (bf16 params, fp32 grads%s): "
@@ -547,11 +655,22 @@ zinf_engine_create(const zinf_model_config *mcfg, const zinf_config *cfg,
 		return -EINVAL;
 	}
 	if (cfg->offload_param.device != ZINF_DEVICE_NONE) {
-		snprintf(err, errlen, "%s: zero_optimization.offload_param.device %s: parameter "
-		         "offload is not in the engine yet; set it to \"none\" (optimizer offload "
-		         "works)", cfg->path,
-		         cfg->offload_param.device == ZINF_DEVICE_NVME ? "nvme" : "cpu");
-		return -ENOTSUP;
+		const char *dev = cfg->offload_param.device == ZINF_DEVICE_NVME ? "nvme" : "cpu";
+		if (opts->device != ZINF_ENGINE_GPU) {
+			snprintf(err, errlen, "%s: zero_optimization.offload_param.device %s: parameter "
+			         "offload moves GPU parameters to host memory or NVMe, and this engine "
+			         "runs on the CPU (its parameters are in host memory already); set it "
+			         "to \"none\" or train on a GPU", cfg->path, dev);
+			return -EINVAL;
+		}
+		if (cfg->offload_optimizer.device == ZINF_DEVICE_NONE) {
+			snprintf(err, errlen, "%s: zero_optimization.offload_param.device %s needs "
+			         "zero_optimization.offload_optimizer.device cpu or nvme too: the "
+			         "optimizer writes the updated 16-bit parameters straight to their "
+			         "offloaded home; add \"offload_optimizer\": {\"device\": \"%s\"}",
+			         cfg->path, dev, dev);
+			return -EINVAL;
+		}
 	}
 	zinf_engine *e = calloc(1, sizeof(*e));
 	if (!e) {
@@ -595,10 +714,22 @@ zinf_engine_create(const zinf_model_config *mcfg, const zinf_config *cfg,
 	                              ZINF_BLOCK_ALIGN, err, errlen);
 	if (rc)
 		goto fail_early;
-	if (e->W == 1 || cfg->stage == 0) {
+	bool poff = cfg->offload_param.device != ZINF_DEVICE_NONE;
+#ifdef ZINF_HAVE_CUDA
+	if (on_gpu(e)) {
+		/* the device's used memory before this engine: --gpu_mem counts from here */
+		size_t fr = 0, tot = 0;
+		if (cudaSetDevice(opts->gpu_device) == cudaSuccess && cudaFree(0) == cudaSuccess &&
+		    cudaMemGetInfo(&fr, &tot) == cudaSuccess)
+			e->gpu_base = tot - fr;
+		(void)cudaGetLastError();
+	}
+#endif
+	if ((e->W == 1 && !poff) || cfg->stage == 0) {
 		e->pb = 0;
 		e->pn = e->per = e->Np = e->N;
 	} else if (cfg->stage == 3) {
+		/* (also at W 1 with offload_param: the gathers then copy from the store) */
 		e->z3 = calloc(1, sizeof(*e->z3));
 		if (!e->z3) {
 			snprintf(err, errlen, "out of memory");
@@ -672,6 +803,11 @@ zinf_engine_create(const zinf_model_config *mcfg, const zinf_config *cfg,
 		if (rc)
 			goto fail;
 	}
+	if (e->z3 && cfg->offload_param.device != ZINF_DEVICE_NONE) {
+		rc = pstore_open(e);
+		if (rc)
+			goto fail;
+	}
 	rc = create_device(e);
 	if (rc)
 		goto fail;
@@ -729,6 +865,7 @@ zinf_engine_create(const zinf_model_config *mcfg, const zinf_config *cfg,
 #ifdef ZINF_HAVE_CUDA
 ready:
 #endif
+	gpu_sample(e);
 	e->st.loss_scale = e->scaler.cur_scale;
 	e->st.lr = e->lr;
 	*out = e;
@@ -770,13 +907,17 @@ zinf_engine_destroy(zinf_engine *e)
 	cudaFree(e->d_scratch);
 	cudaFree(e->d_gather);
 	cudaFree(e->d_shard16);
-	cudaFree(e->d_gpart);
+	if (e->gpart_host)
+		cudaFreeHost(e->d_gpart);
+	else
+		cudaFree(e->d_gpart);
 #endif
 	if (e->z3 && !on_gpu(e))
 		e->params = e->grads = NULL; /* the zero3 mappings */
 	if (e->z3)
 		zinf_zero3_free(e->z3);
 	free(e->z3);
+	zinf_pstore_destroy(e->pstore);
 	free(e->shard);
 	free(e->params);
 	free(e->grads);
@@ -833,6 +974,8 @@ model_forward(zinf_engine *e, const int32_t *tokens, const int32_t *targets, flo
 			            e->z3 && e->z3->err[0] ? ": " : "", z3_detail(e));
 		return 0;
 	}
+	if (e->z3)
+		zinf_zero3_begin_forward(e->z3);
 	rc = zinf_gpu_forward(e->gpu, gpu_params(e), tokens, targets);
 	if (!rc)
 		rc = zinf_gpu_loss(e->gpu, loss);
@@ -1094,8 +1237,14 @@ adam_apply(zinf_engine *e, const zinf_adam_cfg *a, float grad_mult)
 			g = e->grad_dtype == ZINF_DTYPE_FP16 ? (const void *)e->grads16
 			                                     : (const void *)grad_part(e);
 		}
+		if (e->pstore)
+			p16 = NULL; /* streamed to the store by the sink */
 		double t0 = now();
 		rc = zinf_optstep_step(e->os, g, p16, a, grad_mult);
+		if (!rc && e->pstore && (rc = zinf_pstore_flush(e->pstore)))
+			return fail(e, rc, "optimizer step %lld: storing the updated 16-bit parameters: "
+			            "%s; the checkpoint written last is intact: resume from it with "
+			            "--resume", (long long)a->step, zinf_pstore_error(e->pstore));
 		zinf_optstep_stats ss;
 		zinf_optstep_get_stats(e->os, &ss);
 		for (int t = 0; t < OFFLOAD_TIER_COUNT; t++) {
@@ -1148,6 +1297,24 @@ adam_apply(zinf_engine *e, const zinf_adam_cfg *a, float grad_mult)
 #endif
 }
 
+/* The device's used memory since the engine started, peak (pools keep what they grew to). */
+static void
+gpu_sample(zinf_engine *e)
+{
+#ifdef ZINF_HAVE_CUDA
+	size_t fr = 0, tot = 0;
+	if (!on_gpu(e) || cudaMemGetInfo(&fr, &tot) != cudaSuccess) {
+		(void)cudaGetLastError();
+		return;
+	}
+	uint64_t used = tot - fr, mine = used > e->gpu_base ? used - e->gpu_base : 0;
+	if (mine > e->gpu_peak)
+		e->gpu_peak = mine;
+#else
+	(void)e;
+#endif
+}
+
 static int
 zero_grads(zinf_engine *e)
 {
@@ -1159,7 +1326,20 @@ zero_grads(zinf_engine *e)
 		return 0;
 	}
 #ifdef ZINF_HAVE_CUDA
-	cudaError_t ce = cudaMemsetAsync(e->d_grads, 0, (size_t)e->Np * sizeof(float), e->stream);
+	cudaError_t ce;
+	if (e->z3) {
+		/* stage 3: the packed accumulator (the zero3 stream is idle after the step) */
+		size_t pb = (size_t)e->pn * sizeof(float);
+		if (e->gpart_host) {
+			ce = cudaStreamSynchronize(e->stream);
+			if (ce == cudaSuccess)
+				memset(e->d_gpart, 0, pb);
+		} else {
+			ce = cudaMemsetAsync(e->d_gpart, 0, pb, e->stream);
+		}
+	} else {
+		ce = cudaMemsetAsync(e->d_grads, 0, (size_t)e->Np * sizeof(float), e->stream);
+	}
 	if (ce != cudaSuccess)
 		return fail(e, -EIO, "clearing the gradients: %s", cudaGetErrorString(ce));
 #endif
@@ -1177,10 +1357,9 @@ zinf_engine_step(zinf_engine *e)
 	double t0 = now();
 	zinf_grad_stats gs;
 	int rc = e->part_grads ? 0 : reduce_grads(e);
-#ifdef ZINF_HAVE_CUDA
-	if (!rc && e->z3 && on_gpu(e) && (rc = zinf_zero3_pack_grads_gpu(e->z3, e->d_gpart)))
+	/* stage 3 on the GPU: every reduction done, no gather left reading the shard */
+	if (!rc && e->z3 && on_gpu(e) && (rc = zinf_zero3_quiesce(e->z3)))
 		rc = fail(e, rc, "%s", e->z3->err);
-#endif
 	if (!rc)
 		rc = grad_stats(e, &gs);
 	if (rc)
@@ -1218,6 +1397,7 @@ zinf_engine_step(zinf_engine *e)
 		}
 	}
 	rc = zero_grads(e);
+	gpu_sample(e);
 	e->st.loss_scale = e->scaler.cur_scale;
 	e->st.global_steps++;
 	e->st.micro_steps++;
@@ -1276,10 +1456,12 @@ zinf_engine_get_memory(const zinf_engine *e, zinf_engine_memory *m)
 			if (e->grads16)
 				m->grad_bytes += pn * sizeof(uint16_t);
 		} else {
-			/* the full bf16 vector is still allocated on the GPU (see zero3.h) */
+			/* the packed shard (GPU, or host/NVMe with offload_param), the packed gradient
+			 * accumulator, and the slots the gathered blocks and gradients passed through */
 			m->param_gathered_peak = e->z3->live_peak;
-			m->param_bytes = (uint64_t)e->N * 2 + pn * 2;
-			m->grad_bytes = (uint64_t)e->N * sizeof(float) + pn * sizeof(float);
+			m->param_bytes = pn * 2;
+			m->grad_bytes = pn * sizeof(float);
+			m->gpu_slot_peak = e->z3->slot_peak;
 		}
 	} else if (!on_gpu(e)) {
 		m->param_bytes = np * sizeof(float);
@@ -1303,6 +1485,15 @@ zinf_engine_get_memory(const zinf_engine *e, zinf_engine_memory *m)
 		m->opt_bytes[OFFLOAD_TIER_HOST] = 2 * pn * sizeof(float);
 	} else {
 		m->opt_bytes[OFFLOAD_TIER_GPU] = 3 * pn * sizeof(float);
+	}
+	m->gpu_used_peak = e->gpu_peak;
+	if (e->pstore) {
+		zinf_pstore_stats ps;
+		zinf_pstore_get_stats(e->pstore, &ps);
+		m->param_tier = e->cfg.offload_param.device == ZINF_DEVICE_NVME ? 2 : 1;
+		m->param_host_peak = ps.host_peak;
+		m->param_nvme_read = ps.nvme_read;
+		m->param_nvme_written = ps.nvme_written;
 	}
 }
 

@@ -134,6 +134,46 @@ zinf_gpu_model_set_hooks(zinf_gpu_model *m, const zinf_model_hooks *hooks)
 	m->hooks = hooks ? *hooks : (zinf_model_hooks){0};
 }
 
+/* Block b's parameters / gradients (model_hooks.h params_at, grads_at): pointers to the
+ * block's first element; offsets inside the block are relative to block_offset[b]. */
+static const bf16 *
+blk_p(const zinf_gpu_model *m, const void *params, int b)
+{
+	const void *p = m->hooks.params_at ? m->hooks.params_at(m->hooks.ctx, b) : NULL;
+	return p ? (const bf16 *)p : (const bf16 *)params + m->lay->block_offset[b];
+}
+
+static float *
+blk_g(const zinf_gpu_model *m, float *grads, int b)
+{
+	float *g = m->hooks.grads_at ? m->hooks.grads_at(m->hooks.ctx, b) : NULL;
+	return g ? g : grads + m->lay->block_offset[b];
+}
+
+/* Absolute offset `off` of block b's tensor (wte, lnf_w, ...), or NULL when off < 0. */
+static const bf16 *
+abs_p(const zinf_gpu_model *m, const void *params, int b, int64_t off)
+{
+	return off < 0 ? NULL : blk_p(m, params, b) + (off - m->lay->block_offset[b]);
+}
+
+static float *
+abs_g(const zinf_gpu_model *m, float *grads, int b, int64_t off)
+{
+	float *g = off < 0 ? NULL : blk_g(m, grads, b);
+	return g ? g + (off - m->lay->block_offset[b]) : NULL;
+}
+
+/* The grads_at hook gave no memory for block b (its owner has the details). */
+static int
+check_g(zinf_gpu_model *m, float *grads, int b)
+{
+	if (blk_g(m, grads, b))
+		return 0;
+	m->have_fwd = false;
+	return fail(m, -ENOMEM, "model %s: the grads_at hook of block %d failed", m->cfg.name, b);
+}
+
 /* Bump allocator over one device arena: a sizing pass with base NULL, then the real one. */
 typedef struct arena {
 	char *base;
@@ -386,34 +426,35 @@ static int
 layer_fwd(zinf_gpu_model *m, const void *params, int l, layer_acts *x, bool with_proj)
 {
 	const zinf_layer_offsets *o = &m->lay->layer;
-	int64_t base = zinf_layer_base(m->lay, l);
+	const bf16 *P = blk_p(m, params, l + 1);
+	const int64_t base = 0;
 	void *st = m->stream;
 	int N = m->N, C = m->C;
-	OP(m, zinf_gemm_fwd(m->gemm, x->qkv, x->ln1, pw(params, base, o->qkv_w),
-			    pw(params, base, o->qkv_b), NULL, N, m->qkvw, C, st));
+	OP(m, zinf_gemm_fwd(m->gemm, x->qkv, x->ln1, pw(P, base, o->qkv_w),
+			    pw(P, base, o->qkv_b), NULL, N, m->qkvw, C, st));
 	if (m->llama)
 		OP(m, zinf_rope_fwd_cuda(x->qkv, m->rope, m->o.B, m->o.T, m->H, m->KV, m->hd, st));
 	OP(m, zinf_attn_fwd_bf16(x->qkv, x->att, x->lse, attn_shape(m), 1.0f / sqrtf((float)m->hd),
 				 st));
-	OP(m, zinf_gemm_fwd(m->gemm, m->proj, x->att, pw(params, base, o->o_w),
-			    pw(params, base, o->o_b), NULL, N, C, m->attw, st));
+	OP(m, zinf_gemm_fwd(m->gemm, m->proj, x->att, pw(P, base, o->o_w),
+			    pw(P, base, o->o_b), NULL, N, C, m->attw, st));
 	OP(m, zinf_norm_fwd_cuda(x->ln2, x->x2, x->mean2, x->rstd2, m->res[l], m->proj,
-				 pw(params, base, o->ln2_w), pw(params, base, o->ln2_b), N, C,
+				 pw(P, base, o->ln2_w), pw(P, base, o->ln2_b), N, C,
 				 m->cfg.norm_eps, m->llama, st));
 	if (m->fused_gelu) {
-		OP(m, zinf_gemm_fwd(m->gemm, x->act, x->ln2, pw(params, base, o->fc_w),
-				    pw(params, base, o->fc_b), x->fc, N, m->fcw, C, st));
+		OP(m, zinf_gemm_fwd(m->gemm, x->act, x->ln2, pw(P, base, o->fc_w),
+				    pw(P, base, o->fc_b), x->fc, N, m->fcw, C, st));
 	} else {
-		OP(m, zinf_gemm_fwd(m->gemm, x->fc, x->ln2, pw(params, base, o->fc_w),
-				    pw(params, base, o->fc_b), NULL, N, m->fcw, C, st));
+		OP(m, zinf_gemm_fwd(m->gemm, x->fc, x->ln2, pw(P, base, o->fc_w),
+				    pw(P, base, o->fc_b), NULL, N, m->fcw, C, st));
 		if (m->llama)
 			OP(m, zinf_swiglu_fwd_cuda(x->act, x->fc, N, m->F, st));
 		else
 			OP(m, zinf_gelu_fwd_cuda(x->act, x->fc, (int64_t)N * m->F, st));
 	}
 	if (with_proj)
-		OP(m, zinf_gemm_fwd(m->gemm, m->proj, x->act, pw(params, base, o->proj_w),
-				    pw(params, base, o->proj_b), NULL, N, C, m->F, st));
+		OP(m, zinf_gemm_fwd(m->gemm, m->proj, x->act, pw(P, base, o->proj_w),
+				    pw(P, base, o->proj_b), NULL, N, C, m->F, st));
 	return 0;
 }
 
@@ -428,11 +469,12 @@ static int
 ln1_fwd(zinf_gpu_model *m, const void *params, int l, layer_acts *x, bool from_saved)
 {
 	const zinf_layer_offsets *o = &m->lay->layer;
-	int64_t base = zinf_layer_base(m->lay, l);
+	const bf16 *P = blk_p(m, params, l + 1);
+	const int64_t base = 0;
 	const void *in = (l == 0 || from_saved) ? m->res[l] : set_of(m, l - 1)->x2;
 	const void *delta = (l == 0 || from_saved) ? NULL : m->proj;
 	OP(m, zinf_norm_fwd_cuda(x->ln1, m->res[l], x->mean1, x->rstd1, in, delta,
-				 pw(params, base, o->ln1_w), pw(params, base, o->ln1_b), m->N, m->C,
+				 pw(P, base, o->ln1_w), pw(P, base, o->ln1_b), m->N, m->C,
 				 m->cfg.norm_eps, m->llama, m->stream));
 	return 0;
 }
@@ -440,7 +482,9 @@ ln1_fwd(zinf_gpu_model *m, const void *params, int l, layer_acts *x, bool from_s
 static const bf16 *
 head_w(const zinf_gpu_model *m, const void *params)
 {
-	return (const bf16 *)params + (m->lay->lm_head >= 0 ? m->lay->lm_head : m->lay->wte);
+	const zinf_model_layout *lay = m->lay;
+	return lay->lm_head >= 0 ? abs_p(m, params, lay->nblocks - 1, lay->lm_head)
+				 : abs_p(m, params, 0, lay->wte);
 }
 
 int
@@ -483,9 +527,8 @@ zinf_gpu_forward(zinf_gpu_model *m, const void *params, const int32_t *tokens,
 	int rc;
 	if ((rc = NEED(m, 0)))
 		return rc;
-	OP(m, zinf_embed_fwd_cuda(m->res[0], m->d_stage, (const bf16 *)params + lay->wte,
-				  lay->wpe >= 0 ? (const bf16 *)params + lay->wpe : NULL, N, m->o.T,
-				  C, st));
+	OP(m, zinf_embed_fwd_cuda(m->res[0], m->d_stage, abs_p(m, params, 0, lay->wte),
+				  abs_p(m, params, 0, lay->wpe), N, m->o.T, C, st));
 	if ((rc = DONE(m, 0)))
 		return rc;
 	for (int l = 0; l < m->L; l++) {
@@ -503,8 +546,8 @@ zinf_gpu_forward(zinf_gpu_model *m, const void *params, const int32_t *tokens,
 	if ((rc = NEED(m, m->L + 1)) || (tied && (rc = NEED(m, 0))))
 		return rc;
 	OP(m, zinf_norm_fwd_cuda(m->lnf, m->res[m->L], m->meanf, m->rstdf, set_of(m, m->L - 1)->x2,
-				 m->proj, pw(params, lay->lnf_w, 0),
-				 lay->lnf_b >= 0 ? pw(params, lay->lnf_b, 0) : NULL, N, C,
+				 m->proj, abs_p(m, params, m->L + 1, lay->lnf_w),
+				 abs_p(m, params, m->L + 1, lay->lnf_b), N, C,
 				 m->cfg.norm_eps, m->llama, st));
 	OP(m, zinf_gemm_fwd(m->gemm, m->logits, m->lnf, head_w(m, params), NULL, NULL, N, m->Vp, C,
 			    st));
@@ -558,7 +601,11 @@ static int
 layer_bwd(zinf_gpu_model *m, const void *params, float *grads, int l)
 {
 	const zinf_layer_offsets *o = &m->lay->layer;
-	int64_t base = zinf_layer_base(m->lay, l);
+	const bf16 *P = blk_p(m, params, l + 1);
+	float *G = blk_g(m, grads, l + 1);
+	const int64_t base = 0;
+	if (!G)
+		return check_g(m, grads, l + 1);
 	void *st = m->stream;
 	int N = m->N, C = m->C, F = m->F;
 	layer_acts *x = set_of(m, l);
@@ -570,16 +617,16 @@ layer_bwd(zinf_gpu_model *m, const void *params, float *grads, int l)
 			return rc;
 	}
 	/* MLP down projection */
-	OP(m, zinf_gemm_bwd_weight(m->gemm, gw(grads, base, o->proj_w), m->dres, x->act, 1.f, N, C,
+	OP(m, zinf_gemm_bwd_weight(m->gemm, gw(G, base, o->proj_w), m->dres, x->act, 1.f, N, C,
 				   F, st));
 	if (o->proj_b >= 0)
-		OP(m, zinf_bias_grad_cuda(gw(grads, base, o->proj_b), m->dres, N, C, m->partials,
+		OP(m, zinf_bias_grad_cuda(gw(G, base, o->proj_b), m->dres, N, C, m->partials,
 					  st));
 	if (m->fused_gelu) {
-		OP(m, zinf_gemm_bwd_data(m->gemm, m->dfc, m->dres, pw(params, base, o->proj_w), x->fc,
+		OP(m, zinf_gemm_bwd_data(m->gemm, m->dfc, m->dres, pw(P, base, o->proj_w), x->fc,
 					 1.f, N, C, F, st));
 	} else {
-		OP(m, zinf_gemm_bwd_data(m->gemm, m->dact, m->dres, pw(params, base, o->proj_w),
+		OP(m, zinf_gemm_bwd_data(m->gemm, m->dact, m->dres, pw(P, base, o->proj_w),
 					 NULL, 1.f, N, C, F, st));
 		if (m->llama)
 			OP(m, zinf_swiglu_bwd_cuda(m->dfc, m->dact, x->fc, N, F, st));
@@ -587,37 +634,37 @@ layer_bwd(zinf_gpu_model *m, const void *params, float *grads, int l)
 			OP(m, zinf_gelu_bwd_cuda(m->dfc, m->dact, x->fc, (int64_t)N * F, st));
 	}
 	/* MLP up (fc / gate+up) */
-	OP(m, zinf_gemm_bwd_weight(m->gemm, gw(grads, base, o->fc_w), m->dfc, x->ln2, 1.f, N,
+	OP(m, zinf_gemm_bwd_weight(m->gemm, gw(G, base, o->fc_w), m->dfc, x->ln2, 1.f, N,
 				   m->fcw, C, st));
 	if (o->fc_b >= 0)
-		OP(m, zinf_bias_grad_cuda(gw(grads, base, o->fc_b), m->dfc, N, m->fcw, m->partials,
+		OP(m, zinf_bias_grad_cuda(gw(G, base, o->fc_b), m->dfc, N, m->fcw, m->partials,
 					  st));
-	OP(m, zinf_gemm_bwd_data(m->gemm, m->dnorm, m->dfc, pw(params, base, o->fc_w), NULL, 1.f,
+	OP(m, zinf_gemm_bwd_data(m->gemm, m->dnorm, m->dfc, pw(P, base, o->fc_w), NULL, 1.f,
 				 N, m->fcw, C, st));
-	OP(m, zinf_norm_bwd_cuda(m->dres, gw(grads, base, o->ln2_w), gw(grads, base, o->ln2_b),
-				 m->dnorm, x->x2, x->mean2, x->rstd2, pw(params, base, o->ln2_w), N,
+	OP(m, zinf_norm_bwd_cuda(m->dres, gw(G, base, o->ln2_w), gw(G, base, o->ln2_b),
+				 m->dnorm, x->x2, x->mean2, x->rstd2, pw(P, base, o->ln2_w), N,
 				 C, m->llama, m->partials, st));
 	/* attention output projection */
-	OP(m, zinf_gemm_bwd_weight(m->gemm, gw(grads, base, o->o_w), m->dres, x->att, 1.f, N, C,
+	OP(m, zinf_gemm_bwd_weight(m->gemm, gw(G, base, o->o_w), m->dres, x->att, 1.f, N, C,
 				   m->attw, st));
 	if (o->o_b >= 0)
-		OP(m, zinf_bias_grad_cuda(gw(grads, base, o->o_b), m->dres, N, C, m->partials, st));
-	OP(m, zinf_gemm_bwd_data(m->gemm, m->datt, m->dres, pw(params, base, o->o_w), NULL, 1.f, N,
+		OP(m, zinf_bias_grad_cuda(gw(G, base, o->o_b), m->dres, N, C, m->partials, st));
+	OP(m, zinf_gemm_bwd_data(m->gemm, m->datt, m->dres, pw(P, base, o->o_w), NULL, 1.f, N,
 				 C, m->attw, st));
 	OP(m, zinf_attn_bwd_bf16(x->qkv, x->att, m->datt, x->lse, m->dqkv, m->attn_ws,
 				 attn_shape(m), 1.0f / sqrtf((float)m->hd), st));
 	if (m->llama)
 		OP(m, zinf_rope_bwd_cuda(m->dqkv, m->rope, m->o.B, m->o.T, m->H, m->KV, m->hd, st));
 	/* QKV */
-	OP(m, zinf_gemm_bwd_weight(m->gemm, gw(grads, base, o->qkv_w), m->dqkv, x->ln1, 1.f, N,
+	OP(m, zinf_gemm_bwd_weight(m->gemm, gw(G, base, o->qkv_w), m->dqkv, x->ln1, 1.f, N,
 				   m->qkvw, C, st));
 	if (o->qkv_b >= 0)
-		OP(m, zinf_bias_grad_cuda(gw(grads, base, o->qkv_b), m->dqkv, N, m->qkvw,
+		OP(m, zinf_bias_grad_cuda(gw(G, base, o->qkv_b), m->dqkv, N, m->qkvw,
 					  m->partials, st));
-	OP(m, zinf_gemm_bwd_data(m->gemm, m->dnorm, m->dqkv, pw(params, base, o->qkv_w), NULL, 1.f,
+	OP(m, zinf_gemm_bwd_data(m->gemm, m->dnorm, m->dqkv, pw(P, base, o->qkv_w), NULL, 1.f,
 				 N, m->qkvw, C, st));
-	OP(m, zinf_norm_bwd_cuda(m->dres, gw(grads, base, o->ln1_w), gw(grads, base, o->ln1_b),
-				 m->dnorm, m->res[l], x->mean1, x->rstd1, pw(params, base, o->ln1_w),
+	OP(m, zinf_norm_bwd_cuda(m->dres, gw(G, base, o->ln1_w), gw(G, base, o->ln1_b),
+				 m->dnorm, m->res[l], x->mean1, x->rstd1, pw(P, base, o->ln1_w),
 				 N, C, m->llama, m->partials, st));
 	return 0;
 }
@@ -647,15 +694,18 @@ zinf_gpu_backward(zinf_gpu_model *m, const void *params, float *grads, float gra
 	void *st = m->stream;
 	int N = m->N, C = m->C;
 	float alpha = grad_scale / (float)m->counted;
-	int64_t head = lay->lm_head >= 0 ? lay->lm_head : lay->wte;
-	OP(m, zinf_gemm_bwd_weight(m->gemm, grads + head, m->logits, m->lnf, alpha, N, m->Vp, C,
+	if ((rc = check_g(m, grads, L + 1)) || (tied && (rc = check_g(m, grads, 0))))
+		return rc;
+	float *dhead = lay->lm_head >= 0 ? abs_g(m, grads, L + 1, lay->lm_head)
+					 : abs_g(m, grads, 0, lay->wte);
+	OP(m, zinf_gemm_bwd_weight(m->gemm, dhead, m->logits, m->lnf, alpha, N, m->Vp, C,
 				   st));
 	OP(m, zinf_gemm_bwd_data(m->gemm, m->dnorm, m->logits, head_w(m, params), NULL, alpha, N,
 				 m->Vp, C, st));
 	CU(m, cudaMemsetAsync(m->dres, 0, sizeof(bf16) * (size_t)N * C, st));
-	OP(m, zinf_norm_bwd_cuda(m->dres, grads + lay->lnf_w,
-				 lay->lnf_b >= 0 ? grads + lay->lnf_b : NULL, m->dnorm, m->res[m->L],
-				 m->meanf, m->rstdf, pw(params, lay->lnf_w, 0), N, C, m->llama,
+	OP(m, zinf_norm_bwd_cuda(m->dres, abs_g(m, grads, L + 1, lay->lnf_w),
+				 abs_g(m, grads, L + 1, lay->lnf_b), m->dnorm, m->res[m->L],
+				 m->meanf, m->rstdf, abs_p(m, params, L + 1, lay->lnf_w), N, C, m->llama,
 				 m->partials, st));
 	if ((rc = DONE(m, L + 1)) || (tied && (rc = DONE(m, 0))) || (rc = GRADS(m, L + 1)))
 		return rc;
@@ -670,8 +720,10 @@ zinf_gpu_backward(zinf_gpu_model *m, const void *params, float *grads, float gra
 		if (rc)
 			return rc;
 	}
+	if ((rc = check_g(m, grads, 0)))
+		return rc;
 	const int32_t *d_uniq = m->d_stage + 2 * N, *d_start = d_uniq + N, *d_pos = d_start + N + 1;
-	OP(m, zinf_embed_bwd_cuda(grads + lay->wte, lay->wpe >= 0 ? grads + lay->wpe : NULL, m->dres,
+	OP(m, zinf_embed_bwd_cuda(abs_g(m, grads, 0, lay->wte), abs_g(m, grads, 0, lay->wpe), m->dres,
 				  d_uniq, d_start, d_pos, m->nuniq, N, m->o.T, C, st));
 	return GRADS(m, 0);
 }

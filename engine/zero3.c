@@ -72,9 +72,9 @@ zinf_zero3_init(zinf_zero3 *z, const zinf_model_layout *lay, zinf_comm *comm, in
 	size_t stage_bytes = (size_t)z->max_per * (size_t)W * sizeof(float);
 	if (gpu) {
 #ifdef ZINF_HAVE_CUDA
-		/* the staging buffer is allocated by zinf_zero3_set_gpu, once the engine has made
-		 * the rank's device current (allocated here it landed on device 0 for every rank,
-		 * and NCCL on ranks 1.. faulted writing into it: seen on 4 H200s) */
+		/* the GPU state is made by zinf_zero3_set_gpu, once the engine has made the rank's
+		 * device current (device memory made here landed on device 0 for every rank, and
+		 * NCCL on ranks 1.. faulted writing into it: seen on 4 H200s) */
 		return 0;
 #else
 		zinf_zero3_free(z);
@@ -108,7 +108,7 @@ zinf_zero3_free(zinf_zero3 *z)
 {
 	if (z->gpu) {
 #ifdef ZINF_HAVE_CUDA
-		cudaFree(z->stage);
+		zinf_zero3_gpu_free(z);
 #endif
 	} else {
 		if (z->params)
@@ -124,28 +124,61 @@ zinf_zero3_free(zinf_zero3 *z)
 }
 
 int
-zinf_zero3_set_gpu(zinf_zero3 *z, void *stream, void *d_p16, float *d_grads,
-                   const void *d_shard16, char *err, size_t errlen)
+zinf_zero3_set_gpu(zinf_zero3 *z, const zinf_zero3_gpu_opts *o, char *err, size_t errlen)
 {
-	z->stream = stream;
-	z->params = d_p16;
-	z->grads = d_grads;
-	z->shard = d_shard16;
+	z->stream = o->stream;
+	z->shard = o->shard16;
 #ifdef ZINF_HAVE_CUDA
-	size_t stage_bytes = (size_t)z->max_per * (size_t)z->W * sizeof(float);
-	if (!z->stage) {
-		cudaError_t ce = cudaMalloc(&z->stage, stage_bytes);
-		if (ce != cudaSuccess) {
-			z->stage = NULL;
-			snprintf(err, errlen, "ZeRO stage 3: %zu bytes of GPU staging for the largest "
-			         "block's gather: %s", stage_bytes, cudaGetErrorString(ce));
-			return -ENOMEM;
-		}
-	}
-	return 0;
+	return zinf_zero3_gpu_init(z, o, err, errlen);
 #else
 	snprintf(err, errlen, "ZeRO stage 3 on the GPU in a build without CUDA");
 	return -ENODEV;
+#endif
+}
+
+void
+zinf_zero3_begin_forward(zinf_zero3 *z)
+{
+#ifdef ZINF_HAVE_CUDA
+	if (z->g)
+		zinf_zero3_gpu_begin_forward(z);
+#else
+	(void)z;
+#endif
+}
+
+int
+zinf_zero3_flush(zinf_zero3 *z)
+{
+#ifdef ZINF_HAVE_CUDA
+	if (z->g)
+		return zinf_zero3_gpu_flush(z);
+#else
+	(void)z;
+#endif
+	return 0;
+}
+
+int
+zinf_zero3_quiesce(zinf_zero3 *z)
+{
+#ifdef ZINF_HAVE_CUDA
+	if (z->g)
+		return zinf_zero3_gpu_quiesce(z);
+#else
+	(void)z;
+#endif
+	return 0;
+}
+
+uint64_t
+zinf_zero3_slot_bytes(const zinf_zero3 *z)
+{
+#ifdef ZINF_HAVE_CUDA
+	return zinf_zero3_gpu_slot_bytes(z);
+#else
+	(void)z;
+	return 0;
 #endif
 }
 
@@ -196,35 +229,12 @@ static int
 gather_block(zinf_zero3 *z, int b)
 {
 	size_t per = (size_t)z->per[b], n = (size_t)z->n[b];
-	int rc;
-	if (!z->gpu) {
-		const float *src = (const float *)z->shard + z->soff[b];
-		rc = zinf_comm_all_gather(z->comm, src, z->stage, per, ZINF_COMM_F32);
-		if (!rc)
-			memcpy((float *)z->params + z->off[b], z->stage, n * sizeof(float));
-	} else {
-#ifdef ZINF_HAVE_CUDA
-		const uint16_t *src = (const uint16_t *)z->shard + z->soff[b];
-		cudaStream_t cs = (cudaStream_t)zinf_comm_stream(z->comm);
-		/* the compute stream may still read the region's old contents */
-		rc = zinf_comm_wait_for_stream(z->comm, z->stream);
-		if (!rc)
-			rc = zinf_comm_all_gather_async(z->comm, src, z->stage, per, ZINF_COMM_BF16);
-		if (!rc) {
-			cudaError_t ce = cudaMemcpyAsync((uint16_t *)z->params + z->off[b], z->stage,
-			                                 n * 2, cudaMemcpyDeviceToDevice, cs);
-			if (ce != cudaSuccess)
-				return z3fail(z, -EIO, "ZeRO stage 3: placing gathered block %d: %s", b,
-				              cudaGetErrorString(ce));
-			rc = zinf_comm_stream_wait_comm(z->comm, z->stream);
-		}
-#else
-		rc = -ENODEV;
-#endif
-	}
+	const float *src = (const float *)z->shard + z->soff[b];
+	int rc = zinf_comm_all_gather(z->comm, src, z->stage, per, ZINF_COMM_F32);
 	if (rc)
 		return z3fail(z, rc, "ZeRO stage 3, rank %d: all-gathering block %d (%zu elements "
 		              "per rank): %s", z->rank, b, per, zinf_comm_error(z->comm));
+	memcpy((float *)z->params + z->off[b], z->stage, n * sizeof(float));
 	z->gathers++;
 	return 0;
 }
@@ -233,13 +243,17 @@ static int
 hook_needed(void *ctx, int b)
 {
 	zinf_zero3 *z = ctx;
+#ifdef ZINF_HAVE_CUDA
+	if (z->g)
+		return zinf_zero3_gpu_needed(z, b);
+#endif
 	if (z->live[b])
 		return 0;
 	int rc = gather_block(z, b);
 	if (rc)
 		return rc;
 	z->live[b] = true;
-	z->live_bytes += (uint64_t)z->n[b] * (z->gpu ? 2 : 4);
+	z->live_bytes += (uint64_t)z->n[b] * 4;
 	if (z->live_bytes > z->live_peak)
 		z->live_peak = z->live_bytes;
 	measure(z, false);
@@ -250,15 +264,18 @@ static void
 release_block(zinf_zero3 *z, int b)
 {
 	z->live[b] = false;
-	z->live_bytes -= (uint64_t)z->n[b] * (z->gpu ? 2 : 4);
-	if (!z->gpu)
-		release_pages((float *)z->params + z->off[b], (size_t)z->n[b] * sizeof(float));
+	z->live_bytes -= (uint64_t)z->n[b] * 4;
+	release_pages((float *)z->params + z->off[b], (size_t)z->n[b] * sizeof(float));
 }
 
 static int
 hook_done(void *ctx, int b)
 {
 	zinf_zero3 *z = ctx;
+#ifdef ZINF_HAVE_CUDA
+	if (z->g)
+		return zinf_zero3_gpu_done(z, b);
+#endif
 	if (z->live[b] && !z->persist[b])
 		release_block(z, b);
 	return 0;
@@ -268,76 +285,67 @@ static int
 hook_grads(void *ctx, int b)
 {
 	zinf_zero3 *z = ctx;
+#ifdef ZINF_HAVE_CUDA
+	if (z->g)
+		return zinf_zero3_gpu_grads_done(z, b);
+#endif
 	size_t per = (size_t)z->per[b], n = (size_t)z->n[b], W = (size_t)z->W;
 	float *g = z->grads + z->off[b];
 	float *mine = (float *)z->stage + (size_t)z->rank * per; /* in-place reduce-scatter */
-	int rc;
-	if (!z->gpu) {
-		measure(z, true);
-		memcpy(z->stage, g, n * sizeof(float));
-		memset((float *)z->stage + n, 0, (W * per - n) * sizeof(float));
-		rc = zinf_comm_reduce_scatter(z->comm, z->stage, mine, per, ZINF_COMM_F32,
-		                              ZINF_COMM_SUM);
-		if (!rc) {
-			float *acc = z->gacc + z->soff[b];
-			for (int64_t i = 0; i < z->own_n[b]; i++)
-				acc[i] += mine[i];
-			memset(g, 0, n * sizeof(float));
-			release_pages(g, n * sizeof(float));
-		}
-	} else {
-#ifdef ZINF_HAVE_CUDA
-		/* keep the reduced sum of the owned range in place (the next backward adds to it;
-		 * the other ranks' copies of it are zeroed, so the next reduce-scatter sums right) */
-		cudaStream_t cs = (cudaStream_t)zinf_comm_stream(z->comm);
-		rc = zinf_comm_wait_for_stream(z->comm, z->stream);
-		cudaError_t ce = cudaSuccess;
-		if (!rc) {
-			ce = cudaMemcpyAsync(z->stage, g, n * sizeof(float), cudaMemcpyDeviceToDevice,
-			                     cs);
-			if (ce == cudaSuccess)
-				ce = cudaMemsetAsync((float *)z->stage + n, 0, (W * per - n) * sizeof(float),
-				                     cs);
-		}
-		if (!rc && ce == cudaSuccess)
-			rc = zinf_comm_reduce_scatter_async(z->comm, z->stage, mine, per, ZINF_COMM_F32,
-			                                    ZINF_COMM_SUM);
-		if (!rc && ce == cudaSuccess) {
-			size_t lo = (size_t)(z->own_b[b] - z->off[b]), on = (size_t)z->own_n[b];
-			if (on)
-				ce = cudaMemcpyAsync(z->grads + z->own_b[b], mine, on * sizeof(float),
-				                     cudaMemcpyDeviceToDevice, cs);
-			if (ce == cudaSuccess && lo)
-				ce = cudaMemsetAsync(g, 0, lo * sizeof(float), cs);
-			if (ce == cudaSuccess && lo + on < n)
-				ce = cudaMemsetAsync(g + lo + on, 0, (n - lo - on) * sizeof(float), cs);
-		}
-		if (ce != cudaSuccess)
-			return z3fail(z, -EIO, "ZeRO stage 3: moving block %d's gradients: %s", b,
-			              cudaGetErrorString(ce));
-		if (!rc)
-			rc = zinf_comm_stream_wait_comm(z->comm, z->stream);
-#else
-		rc = -ENODEV;
-#endif
-	}
+	measure(z, true);
+	memcpy(z->stage, g, n * sizeof(float));
+	memset((float *)z->stage + n, 0, (W * per - n) * sizeof(float));
+	int rc = zinf_comm_reduce_scatter(z->comm, z->stage, mine, per, ZINF_COMM_F32,
+	                                  ZINF_COMM_SUM);
 	if (rc)
 		return z3fail(z, rc, "ZeRO stage 3, rank %d: reduce-scattering block %d's gradients "
 		              "(%zu elements per rank): %s", z->rank, b, per, zinf_comm_error(z->comm));
+	float *acc = z->gacc + z->soff[b];
+	for (int64_t i = 0; i < z->own_n[b]; i++)
+		acc[i] += mine[i];
+	memset(g, 0, n * sizeof(float));
+	release_pages(g, n * sizeof(float));
 	z->reduces++;
 	return 0;
 }
 
+#ifdef ZINF_HAVE_CUDA
+static const void *
+hook_params_at(void *ctx, int b)
+{
+	return zinf_zero3_gpu_params_at(ctx, b);
+}
+
+static float *
+hook_grads_at(void *ctx, int b)
+{
+	return zinf_zero3_gpu_grads_at(ctx, b);
+}
+#endif
+
 zinf_model_hooks
 zinf_zero3_hooks(zinf_zero3 *z)
 {
-	return (zinf_model_hooks){.ctx = z, .params_needed = hook_needed, .params_done = hook_done,
-	                          .grads_done = hook_grads};
+	zinf_model_hooks h = {.ctx = z, .params_needed = hook_needed, .params_done = hook_done,
+	                      .grads_done = hook_grads};
+#ifdef ZINF_HAVE_CUDA
+	if (z->gpu) {
+		h.params_at = hook_params_at;
+		h.grads_at = hook_grads_at;
+	}
+#endif
+	return h;
 }
 
 void
 zinf_zero3_invalidate(zinf_zero3 *z)
 {
+#ifdef ZINF_HAVE_CUDA
+	if (z->g) {
+		zinf_zero3_gpu_invalidate(z);
+		return;
+	}
+#endif
 	for (int b = 0; b < z->nblocks; b++)
 		if (z->live[b])
 			release_block(z, b);
@@ -379,68 +387,59 @@ zinf_zero3_expand(const zinf_zero3 *z, float *buf)
 }
 
 int
-zinf_zero3_pack_grads_gpu(zinf_zero3 *z, float *d_gpart)
-{
-#ifdef ZINF_HAVE_CUDA
-	for (int b = 0; b < z->nblocks; b++) {
-		if (!z->own_n[b])
-			continue;
-		cudaError_t ce = cudaMemcpyAsync(d_gpart + z->soff[b], z->grads + z->own_b[b],
-		                                 (size_t)z->own_n[b] * sizeof(float),
-		                                 cudaMemcpyDeviceToDevice, (cudaStream_t)z->stream);
-		if (ce != cudaSuccess)
-			return z3fail(z, -EIO, "ZeRO stage 3: packing block %d's gradients: %s", b,
-			              cudaGetErrorString(ce));
-	}
-	return 0;
-#else
-	(void)d_gpart;
-	return z3fail(z, -ENODEV, "ZeRO stage 3 on the GPU in a build without CUDA");
-#endif
-}
-
-int
 zinf_zero3_gather_full(zinf_zero3 *z, const float *packed, float *out)
 {
 	int rc = 0;
-	float *src = (float *)packed;
+	if (z->W == 1) {
+		for (int b = 0; b < z->nblocks; b++)
+			memcpy(out + z->off[b], packed + z->soff[b], (size_t)z->n[b] * sizeof(float));
+		return 0;
+	}
+	float *stage = z->stage;
 #ifdef ZINF_HAVE_CUDA
 	if (z->gpu) {
-		/* nccl wants device buffers */
-		cudaError_t ce = cudaMalloc((void **)&src, (size_t)z->S * sizeof(float));
-		if (ce == cudaSuccess)
-			ce = cudaMemcpy(src, packed, (size_t)z->S * sizeof(float),
-			                cudaMemcpyHostToDevice);
-		if (ce != cudaSuccess) {
-			if (src != packed)
-				cudaFree(src);
-			return z3fail(z, -EIO, "ZeRO stage 3: staging the fp32 shard on the GPU: %s",
-			              cudaGetErrorString(ce));
-		}
+		/* nccl wants device buffers: one block at a time through a temporary one */
+		cudaError_t ce = cudaMalloc((void **)&stage, (size_t)z->max_per * (size_t)z->W *
+		                                                     sizeof(float));
+		if (ce != cudaSuccess)
+			return z3fail(z, -ENOMEM, "ZeRO stage 3: GPU staging for gathering the fp32 "
+			              "master: %s", cudaGetErrorString(ce));
 	}
 #endif
 	for (int b = 0; b < z->nblocks && !rc; b++) {
-		rc = zinf_comm_all_gather(z->comm, src + z->soff[b], z->stage, (size_t)z->per[b],
-		                          ZINF_COMM_F32);
+		size_t per = (size_t)z->per[b], bytes = (size_t)z->n[b] * sizeof(float);
+		if (!z->gpu) {
+			rc = zinf_comm_all_gather(z->comm, packed + z->soff[b], stage, per,
+			                          ZINF_COMM_F32);
+		} else {
+#ifdef ZINF_HAVE_CUDA
+			float *mine = stage + (size_t)z->rank * per;
+			if (cudaMemcpy(mine, packed + z->soff[b], per * sizeof(float),
+			               cudaMemcpyHostToDevice) != cudaSuccess)
+				rc = z3fail(z, -EIO, "ZeRO stage 3: copying block %d's master to the "
+				            "GPU", b);
+			if (!rc)
+				rc = zinf_comm_all_gather(z->comm, mine, stage, per, ZINF_COMM_F32);
+#endif
+		}
 		if (rc) {
-			z3fail(z, rc, "ZeRO stage 3, rank %d: all-gathering block %d of the fp32 master: "
-			       "%s", z->rank, b, zinf_comm_error(z->comm));
+			if (!z->err[0])
+				z3fail(z, rc, "ZeRO stage 3, rank %d: all-gathering block %d of the fp32 "
+				       "master: %s", z->rank, b, zinf_comm_error(z->comm));
 			break;
 		}
-		size_t bytes = (size_t)z->n[b] * sizeof(float);
 		if (!z->gpu) {
-			memcpy(out + z->off[b], z->stage, bytes);
+			memcpy(out + z->off[b], stage, bytes);
 			continue;
 		}
 #ifdef ZINF_HAVE_CUDA
-		if (cudaMemcpy(out + z->off[b], z->stage, bytes, cudaMemcpyDeviceToHost) !=
-		    cudaSuccess)
+		if (cudaMemcpy(out + z->off[b], stage, bytes, cudaMemcpyDeviceToHost) != cudaSuccess)
 			rc = z3fail(z, -EIO, "ZeRO stage 3: copying gathered block %d to the host", b);
 #endif
 	}
 #ifdef ZINF_HAVE_CUDA
 	if (z->gpu)
-		cudaFree(src);
+		cudaFree(stage);
 #endif
 	return rc;
 }

@@ -9,19 +9,38 @@
  * the owned count are padding and stay 0 (Adam keeps a zero parameter with zero gradient at 0).
  * That packed vector is the rank's optimizer partition (master, m, v, reduced gradients).
  *
- * Compute copy: a full-length parameter vector (CPU fp32, GPU bf16) of which only gathered
- * blocks hold data. On the CPU it and the gradient vector are anonymous NORESERVE mappings;
- * releasing a block returns its whole pages to the kernel (MADV_DONTNEED, which also zeroes
- * gradients), so resident parameter and gradient-scratch memory is bounded by the blocks live
- * at once; mincore() measures it. On the GPU both are plain allocations (releasing a block
- * frees nothing: the memory win there is the partitioned optimizer state and gradients only).
+ * CPU: the compute copy is a full-length fp32 parameter vector of which only gathered blocks
+ * hold data; it and the gradient vector are anonymous NORESERVE mappings; releasing a block
+ * returns its whole pages to the kernel (MADV_DONTNEED, which also zeroes gradients), so
+ * resident parameter and gradient-scratch memory is bounded by the blocks live at once;
+ * mincore() measures it. Collectives run synchronously from the hooks.
+ *
+ * GPU (zero3_gpu.c): no full-length vector. A gathered block lives in a device slot of W * per
+ * bf16 elements (the all-gather lands there in place); the model finds it through the
+ * params_at hook. Backward writes a block's gradient into a zeroed fp32 slot (grads_at),
+ * grads_done reduce-scatters it in place and adds the rank's owned part into the packed
+ * accumulator gpart (S fp32, device memory or pinned host memory), then the slot is free.
+ * Slots come from a pool that grows to the most blocks live at once (held until the engine
+ * goes; with a GPU memory budget, free slots and blocks kept for reuse are given back first).
+ * Gathers and reductions run on the gather stream (the NCCL comm's stream, or a stream of our
+ * own at W 1) ordered against the compute stream by events, so the next blocks' gathers
+ * overlap the current block's compute:
+ *   order     the first forward + backward records the sequence of params_needed calls
+ *             (every forward starts a new pass); later passes follow it (a mismatch drops it
+ *             and records again), like DeepSpeed's trace.
+ *   prefetch  after params_needed(b), the blocks that come next are gathered ahead within
+ *             stage3_prefetch_bucket_size elements (at least one block when it is > 0: the
+ *             unit here is the block, not the tensor) and stage3_max_live_parameters.
+ *   reuse     params_done(b) keeps b when its next use comes within stage3_max_reuse_distance
+ *             elements (e.g. the last layers between forward and backward) and the live total
+ *             stays under stage3_max_live_parameters.
+ *   store     with offload_param (pstore.h) the rank's slices come from host memory or NVMe:
+ *             host -> GPU copy into the slot's own part, then the in-place all-gather; NVMe
+ *             reads for upcoming blocks start when their prefetch is due.
  *
  * Persistence: a block of fewer than stage3_param_persistence_threshold elements stays
  * gathered once gathered (until the next step changes the parameters). DeepSpeed applies the
- * threshold per parameter tensor; here it is per block (the unit that is gathered).
- *
- * Collectives run synchronously from the hooks (GPU: on the comm stream, ordered after the
- * compute stream's work and before its next work; no prefetch of the next block yet). */
+ * threshold per parameter tensor; here it is per block (the unit that is gathered). */
 #ifndef ZINF_ENGINE_ZERO3_H
 #define ZINF_ENGINE_ZERO3_H
 
@@ -32,6 +51,9 @@
 #include "engine/comm.h"
 #include "engine/model.h"
 #include "engine/model_hooks.h"
+#include "pstore.h"
+
+typedef struct zinf_zero3_gpu zinf_zero3_gpu;
 
 typedef struct zinf_zero3 {
 	zinf_comm *comm;
@@ -54,8 +76,19 @@ typedef struct zinf_zero3 {
 	uint64_t live_bytes, live_peak;   /* gathered blocks, by block size */
 	uint64_t res_param_peak, res_grad_peak; /* CPU: mincore-measured resident bytes */
 	uint64_t gathers, reduces;
+	uint64_t prefetched, reuse_kept, slot_peak; /* GPU */
+	zinf_zero3_gpu *g;                           /* GPU state (zero3_gpu.c) */
 	char err[512];
 } zinf_zero3;
+
+typedef struct zinf_zero3_gpu_opts {
+	void *stream;         /* the model's compute stream */
+	const void *shard16;  /* device packed bf16 shard (S); NULL with a store */
+	zinf_pstore *store;   /* offload_param: the slices' home (host / NVMe) */
+	float *gpart;         /* packed reduced gradients (S fp32; device or pinned host) */
+	int64_t prefetch_bucket, max_live, max_reuse; /* elements (stage3_* keys) */
+	uint64_t slot_budget; /* bytes of slots allowed; 0: no limit */
+} zinf_zero3_gpu_opts;
 
 /* Sizes from the layout; CPU: maps the full params and grads vectors (z->params, z->grads) and
  * allocates the host staging. GPU: params/grads/shard pointers are set by the engine later
@@ -64,8 +97,16 @@ int zinf_zero3_init(zinf_zero3 *z, const zinf_model_layout *lay, zinf_comm *comm
                     int rank, bool gpu, int64_t persistence_threshold, char *err,
                     size_t errlen);
 void zinf_zero3_free(zinf_zero3 *z);
-int zinf_zero3_set_gpu(zinf_zero3 *z, void *stream, void *d_p16, float *d_grads,
-                       const void *d_shard16, char *err, size_t errlen);
+int zinf_zero3_set_gpu(zinf_zero3 *z, const zinf_zero3_gpu_opts *o, char *err, size_t errlen);
+/* GPU: a forward begins (the recorded block order starts over). No-op on the CPU. */
+void zinf_zero3_begin_forward(zinf_zero3 *z);
+/* GPU: the compute stream's later work sees every gradient reduced so far (gpart complete). */
+int zinf_zero3_flush(zinf_zero3 *z);
+/* GPU: the host waits for every gather and reduction in flight (before the shard or gpart
+ * change or are read on the host). */
+int zinf_zero3_quiesce(zinf_zero3 *z);
+/* GPU: bytes held in slots now. */
+uint64_t zinf_zero3_slot_bytes(const zinf_zero3 *z);
 zinf_model_hooks zinf_zero3_hooks(zinf_zero3 *z);
 
 /* After the parameters changed (a step, a load): every block must be gathered again. */
@@ -77,9 +118,21 @@ void zinf_zero3_pack(const zinf_zero3 *z, const float *full, float *packed);
  * the table's numel for this rank), and back (padding slots set to 0). `buf` holds S floats. */
 int64_t zinf_zero3_compact(const zinf_zero3 *z, float *buf);
 void zinf_zero3_expand(const zinf_zero3 *z, float *buf);
-/* GPU: the owned ranges of d_grads into the packed d_gpart (S fp32) on the compute stream. */
-int zinf_zero3_pack_grads_gpu(zinf_zero3 *z, float *d_gpart);
 /* The full fp32 vector from every rank's packed host shard (a collective): out gets N floats. */
 int zinf_zero3_gather_full(zinf_zero3 *z, const float *packed, float *out);
+
+/* zero3_gpu.c */
+int zinf_zero3_gpu_init(zinf_zero3 *z, const zinf_zero3_gpu_opts *o, char *err, size_t errlen);
+void zinf_zero3_gpu_free(zinf_zero3 *z);
+int zinf_zero3_gpu_needed(zinf_zero3 *z, int b);
+int zinf_zero3_gpu_done(zinf_zero3 *z, int b);
+int zinf_zero3_gpu_grads_done(zinf_zero3 *z, int b);
+const void *zinf_zero3_gpu_params_at(zinf_zero3 *z, int b);
+float *zinf_zero3_gpu_grads_at(zinf_zero3 *z, int b);
+void zinf_zero3_gpu_begin_forward(zinf_zero3 *z);
+int zinf_zero3_gpu_flush(zinf_zero3 *z);
+int zinf_zero3_gpu_quiesce(zinf_zero3 *z);
+void zinf_zero3_gpu_invalidate(zinf_zero3 *z);
+uint64_t zinf_zero3_gpu_slot_bytes(const zinf_zero3 *z);
 
 #endif

@@ -523,6 +523,14 @@ check_width(const char *op, const char *what, int64_t v)
 	return -EINVAL;
 }
 
+__global__ void
+k_add_f32(float *__restrict__ dst, const float *__restrict__ src, int64_t n)
+{
+	for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+	     i += (int64_t)gridDim.x * blockDim.x)
+		dst[i] += src[i];
+}
+
 } /* namespace */
 
 #define LAUNCH_CHECK(what, st) ZINF_CUDA_CHECK_LAUNCH_RETURN(what, (cudaStream_t)(st))
@@ -534,6 +542,16 @@ zinf_cast_f32_to_bf16(void *dst, const float *src, int64_t n, void *stream)
 		return 0;
 	k_cast_f32_bf16<<<grid_for(n, 256), 256, 0, (cudaStream_t)stream>>>((bf16 *)dst, src, n);
 	LAUNCH_CHECK("cast", stream);
+	return 0;
+}
+
+extern "C" int
+zinf_add_f32_cuda(float *dst, const float *src, int64_t n, void *stream)
+{
+	if (n <= 0)
+		return 0;
+	k_add_f32<<<grid_for(n, 256), 256, 0, (cudaStream_t)stream>>>(dst, src, n);
+	LAUNCH_CHECK("add", stream);
 	return 0;
 }
 

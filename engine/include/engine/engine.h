@@ -218,6 +218,11 @@ typedef struct zinf_engine_opts {
 	const char *run_id;   /* NVMe swap folder zinf-<run_id>; NULL: pid */
 	bool nvme_buffered;   /* no O_DIRECT for the optimizer swap files (tmpfs) */
 	const iosched_fault *fault; /* tests: injected I/O errors in the optimizer swap */
+	/* GPU: device memory this engine may use (bytes; 0: no limit), measured from the device's
+	 * used memory when the engine starts. ZeRO stage 3 fits its gathered blocks into what the
+	 * fixed buffers leave (releasing blocks kept for reuse first) and fails naming the budget
+	 * when one block does not fit; the memory report gives the measured peak. */
+	uint64_t gpu_mem_budget;
 } zinf_engine_opts;
 
 void zinf_engine_opts_init(zinf_engine_opts *o); /* CPU, seed 1234, rank 0 of 1, seq_len 0 */
@@ -300,6 +305,12 @@ typedef struct zinf_engine_memory {
 	uint64_t opt_bytes[3];
 	int64_t opt_numel;
 	uint64_t param_gathered_peak; /* stage 3 at world size > 1; 0 otherwise */
+	/* GPU: bytes of device memory this engine used (cudaMemGetInfo, sampled after create and
+	 * after every step) and the stage-3 slot pool's peak; offload_param: where the 16-bit
+	 * parameters live (1 host, 2 nvme; 0 GPU) and the host bytes their buffers peaked at */
+	uint64_t gpu_used_peak, gpu_slot_peak;
+	int param_tier;
+	uint64_t param_host_peak, param_nvme_read, param_nvme_written;
 } zinf_engine_memory;
 void zinf_engine_get_memory(const zinf_engine *e, zinf_engine_memory *m);
 

@@ -18,7 +18,14 @@
  * enqueue must be ordered against the model's stream (zinf_gpu_model_stream).
  * A hook returns 0 or -errno; the model stops the pass and returns that value, with a message
  * naming the block and the hook (the hook's owner keeps the details).
- * No hooks set (the default): the models run exactly as without this header. */
+ * No hooks set (the default): the models run exactly as without this header.
+ *
+ * GPU model only, optional: params_at(b) (called between params_needed(b) and params_done(b))
+ * says where block b's bf16 parameters are for now, and grads_at(b) (called in backward before
+ * the first write of block b's gradient in this backward, valid until grads_done(b)) where its
+ * fp32 gradient accumulates; both point at the block's first element (element block_offset[b]
+ * of the full vector). A NULL function or a NULL return means the caller's full-length vector.
+ * ZeRO stage 3 uses them to keep only gathered blocks on the GPU. */
 #ifndef ZINF_ENGINE_MODEL_HOOKS_H
 #define ZINF_ENGINE_MODEL_HOOKS_H
 
@@ -33,6 +40,8 @@ typedef struct zinf_model_hooks {
 	int (*params_needed)(void *ctx, int block);
 	int (*params_done)(void *ctx, int block);
 	int (*grads_done)(void *ctx, int block);
+	const void *(*params_at)(void *ctx, int block);
+	float *(*grads_at)(void *ctx, int block);
 } zinf_model_hooks;
 
 /* The hook calls of a backward that computes nothing (no counted target), in a real backward's

@@ -33,6 +33,9 @@ int zinf_cast_bf16_to_f32(float *dst, const void *src, int64_t n, void *stream);
 int zinf_cast_bf16_to_f32_2d(float *dst, const void *src, int rows, int cols, int ld,
 			     void *stream);
 
+/* dst[i] += src[i], n elements (either may be pinned host memory: UVA zero-copy). */
+int zinf_add_f32_cuda(float *dst, const float *src, int64_t n, void *stream);
+
 /* ---- embedding ---- */
 /* out[n] = wte[tok[n]] + wpe[n % T] (wpe NULL: none). tok: device int32 [N], in range. */
 int zinf_embed_fwd_cuda(void *out, const int32_t *tok, const void *wte, const void *wpe, int N,

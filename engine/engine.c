@@ -587,6 +587,24 @@ create_device(zinf_engine *e)
 			uint64_t used = cudaMemGetInfo(&fr, &tot) == cudaSuccess ? tot - fr : 0;
 			uint64_t fixed = used > e->gpu_base ? used - e->gpu_base : 0;
 			uint64_t budget = e->o.gpu_mem_budget;
+			if (budget && e->W > 1) {
+				/* the slot pool's decisions must be the same on every rank (they decide
+				 * which gathers run): all ranks budget for the largest fixed part */
+				float mib = (float)((fixed + (1u << 20) - 1) >> 20), *d = NULL;
+				int cr = cudaMalloc((void **)&d, sizeof(float)) != cudaSuccess ? -ENOMEM : 0;
+				if (!cr && cudaMemcpy(d, &mib, sizeof(float), cudaMemcpyHostToDevice))
+					cr = -EIO;
+				if (!cr)
+					cr = zinf_comm_all_reduce(e->comm, d, d, 1, ZINF_COMM_F32,
+					                          ZINF_COMM_MAX);
+				if (!cr && cudaMemcpy(&mib, d, sizeof(float), cudaMemcpyDeviceToHost))
+					cr = -EIO;
+				cudaFree(d);
+				if (cr)
+					return fail(e, cr, "rank %d: agreeing on the GPU memory budget: %s",
+					            e->rank, zinf_comm_error(e->comm));
+				fixed = (uint64_t)mib << 20;
+			}
 			if (budget && fixed >= budget)
 				return fail(e, -ENOMEM, "--gpu_mem %llu bytes: the engine's fixed GPU "
 				            "buffers (activations, workspaces, optimizer work buffers%s) "
@@ -612,6 +630,18 @@ create_device(zinf_engine *e)
 			zinf_model_hooks h = zinf_zero3_hooks(e->z3);
 			zinf_gpu_model_set_hooks(e->gpu, &h);
 		}
+	}
+	if (ce == cudaSuccess && !e->z3 && e->o.gpu_mem_budget) {
+		size_t fr = 0, tot = 0;
+		uint64_t used = cudaMemGetInfo(&fr, &tot) == cudaSuccess ? tot - fr : 0;
+		uint64_t mine = used > e->gpu_base ? used - e->gpu_base : 0;
+		if (mine > e->o.gpu_mem_budget)
+			return fail(e, -ENOMEM, "--gpu_mem %llu bytes: this engine already uses %llu "
+			            "bytes of GPU memory (bf16 parameters, fp32 gradients%s, "
+			            "activations); raise --gpu_mem, or use ZeRO stage 3 with "
+			            "zero_optimization.offload_param (cpu or nvme) so that only the "
+			            "layers in use are on the GPU", (unsigned long long)e->o.gpu_mem_budget,
+			            (unsigned long long)mine, e->os ? "" : ", the optimizer state");
 	}
 	if (ce != cudaSuccess)
 		return fail(e, -ENOMEM, "GPU memory for %lld parameters (bf16 params, fp32 grads%s): "
@@ -1328,15 +1358,10 @@ zero_grads(zinf_engine *e)
 #ifdef ZINF_HAVE_CUDA
 	cudaError_t ce;
 	if (e->z3) {
-		/* stage 3: the packed accumulator (the zero3 stream is idle after the step) */
-		size_t pb = (size_t)e->pn * sizeof(float);
-		if (e->gpart_host) {
-			ce = cudaStreamSynchronize(e->stream);
-			if (ce == cudaSuccess)
-				memset(e->d_gpart, 0, pb);
-		} else {
-			ce = cudaMemsetAsync(e->d_gpart, 0, pb, e->stream);
-		}
+		/* stage 3: each block's first reduction of the next step overwrites its part of
+		 * the packed accumulator (its padding slots stay 0) */
+		zinf_zero3_grads_reset(e->z3);
+		ce = cudaSuccess;
 	} else {
 		ce = cudaMemsetAsync(e->d_grads, 0, (size_t)e->Np * sizeof(float), e->stream);
 	}

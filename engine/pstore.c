@@ -20,6 +20,7 @@ struct zinf_pstore {
 	int *blk;          /* block per chunk id */
 	unsigned char *st; /* nvme: P_* per block */
 	bool *held;
+	bool *unsaved;   /* its NVMe write-back failed: the host copy is the only valid one */
 	int64_t *filled; /* elements written in this pass */
 	unsigned busy;   /* FETCH + FILL + EVICT + held HOST */
 	uint64_t cached; /* elements in unheld HOST copies */
@@ -69,24 +70,25 @@ zinf_pstore_create(const zinf_pstore_opts *o, zinf_pstore **out, char *err, size
 	*out = NULL;
 	zinf_pstore *s = calloc(1, sizeof(*s));
 	if (!s) {
-		snprintf(err, errlen, "%s: out of memory", o->what);
+		snprintf(err, errlen, "offload_param: out of memory");
 		return -ENOMEM;
 	}
 	s->o = *o;
-	s->o.what = s->whatbuf = strdup(o->what ? o->what : "offload_param");
+	s->o.what = s->whatbuf = strdup(s->o.what ? s->o.what : "offload_param");
 	s->o.soff = s->o.per = NULL;
 	s->n = o->nblocks;
 	s->ids = calloc((size_t)s->n, sizeof(int));
 	s->blk = calloc((size_t)s->n, sizeof(int));
 	s->st = calloc((size_t)s->n, 1);
 	s->held = calloc((size_t)s->n, sizeof(bool));
+	s->unsaved = calloc((size_t)s->n, sizeof(bool));
 	s->filled = calloc((size_t)s->n, sizeof(int64_t));
 	s->soff = malloc((size_t)s->n * sizeof(int64_t));
 	s->per = malloc((size_t)s->n * sizeof(int64_t));
-	if (!s->ids || !s->blk || !s->st || !s->held || !s->filled || !s->whatbuf || !s->soff ||
+	if (!s->ids || !s->blk || !s->st || !s->held || !s->unsaved || !s->filled || !s->whatbuf || !s->soff ||
 	    !s->per) {
 		zinf_pstore_destroy(s);
-		snprintf(err, errlen, "%s: out of memory", o->what);
+		snprintf(err, errlen, "%s: out of memory", s->o.what);
 		return -ENOMEM;
 	}
 	memcpy(s->soff, o->soff, (size_t)s->n * sizeof(int64_t));
@@ -105,7 +107,7 @@ zinf_pstore_create(const zinf_pstore_opts *o, zinf_pstore **out, char *err, size
 	if (o->nvme && (uint64_t)o->per[bmax] > o->buffer_size) {
 		snprintf(err, errlen, "%s.buffer_size %llu: block %d's slice on this rank is %lld "
 		         "elements and one buffer holds a whole slice; set buffer_size to at least "
-		         "%lld", o->what, (unsigned long long)o->buffer_size, bmax,
+		         "%lld", s->o.what, (unsigned long long)o->buffer_size, bmax,
 		         (long long)o->per[bmax], (long long)o->per[bmax]);
 		zinf_pstore_destroy(s);
 		return -EINVAL;
@@ -113,14 +115,16 @@ zinf_pstore_create(const zinf_pstore_opts *o, zinf_pstore **out, char *err, size
 	if (o->nvme && o->buffer_count < 2) {
 		snprintf(err, errlen, "%s.buffer_count %u: parameter offload to NVMe needs at least "
 		         "2 buffers (one block in use while the next is read); set it to 2 or more "
-		         "(DeepSpeed's default is 5)", o->what, o->buffer_count);
+		         "(DeepSpeed's default is 5)", s->o.what, o->buffer_count);
 		zinf_pstore_destroy(s);
 		return -EINVAL;
 	}
 	offload_swapper_opts so;
 	offload_swapper_opts_init(&so);
 	uint64_t cache = o->max_in_cpu * 2 + (uint64_t)s->n * 4096;
-	so.host_budget = o->nvme ? (uint64_t)o->buffer_count * round4k(s->max_bytes) +
+	/* nvme: buffer_count buffers, one more for a slice whose write-back failed (kept until
+	 * the next flush retries it), and the max_in_cpu cache */
+	so.host_budget = o->nvme ? (uint64_t)(o->buffer_count + 1) * round4k(s->max_bytes) +
 	                                   (cache < s->total ? cache : s->total)
 	                         : s->total;
 	so.pin_memory = o->pin_memory;
@@ -144,7 +148,7 @@ zinf_pstore_create(const zinf_pstore_opts *o, zinf_pstore **out, char *err, size
 	char serr[512];
 	int rc = offload_swapper_create(&so, &s->sw, serr, sizeof(serr));
 	if (rc) {
-		snprintf(err, errlen, "%s (device %s): %s", o->what, o->nvme ? "nvme" : "cpu", serr);
+		snprintf(err, errlen, "%s (device %s): %s", s->o.what, o->nvme ? "nvme" : "cpu", serr);
 		zinf_pstore_destroy(s);
 		return rc;
 	}
@@ -153,7 +157,7 @@ zinf_pstore_create(const zinf_pstore_opts *o, zinf_pstore **out, char *err, size
 		snprintf(name, sizeof(name), "param.b%d", b);
 		int id = offload_chunk_create(s->sw, name, slice_bytes(s, b));
 		if (id < 0) {
-			snprintf(err, errlen, "%s: chunk for block %d: %s", o->what, b,
+			snprintf(err, errlen, "%s: chunk for block %d: %s", s->o.what, b,
 			         offload_swapper_last_error(s->sw));
 			zinf_pstore_destroy(s);
 			return id;
@@ -165,7 +169,7 @@ zinf_pstore_create(const zinf_pstore_opts *o, zinf_pstore **out, char *err, size
 			void *p;
 			if ((rc = offload_chunk_alloc(s->sw, id, OFFLOAD_TIER_HOST, &p))) {
 				snprintf(err, errlen, "%s (device cpu): %llu bytes of host memory for "
-				         "block %d: %s", o->what, (unsigned long long)slice_bytes(s, b),
+				         "block %d: %s", s->o.what, (unsigned long long)slice_bytes(s, b),
 				         b, offload_swapper_last_error(s->sw));
 				zinf_pstore_destroy(s);
 				return rc;
@@ -188,6 +192,7 @@ zinf_pstore_destroy(zinf_pstore *s)
 	free(s->blk);
 	free(s->st);
 	free(s->held);
+	free(s->unsaved);
 	free(s->filled);
 	free(s->whatbuf);
 	free(s->soff);
@@ -238,6 +243,7 @@ poll(zinf_pstore *s, unsigned min)
 			if (ev[i].res < 0) {
 				/* the new values stay in the host copy; the NVMe copy is stale */
 				s->st[b] = P_HOST;
+				s->unsaved[b] = true;
 				s->cached += (uint64_t)s->o.per[b];
 				if (!s->io_rc) {
 					s->io_rc = ev[i].res;
@@ -268,6 +274,10 @@ room(zinf_pstore *s, bool wait)
 			return psfail(s, -EDEADLK, "%s.buffer_count %u: %u blocks' parameters are in "
 			              "use at once and one more is needed; raise buffer_count",
 			              s->o.what, s->o.buffer_count, held);
+		if (!offload_outstanding(s->sw))
+			return psfail(s, -EIO, "%s.buffer_count %u: every buffer holds a block written "
+			              "in part; write each block's slice whole before the next one's "
+			              "exceeds the buffers", s->o.what, s->o.buffer_count);
 		int rc = poll(s, 1);
 		if (rc)
 			return rc;
@@ -278,8 +288,9 @@ room(zinf_pstore *s, bool wait)
 static void
 uncache(zinf_pstore *s, int b)
 {
-	if (s->st[b] == P_HOST && !s->held[b]) {
-		(void)offload_chunk_drop(s->sw, s->ids[b], OFFLOAD_TIER_HOST);
+	/* a copy whose write-back failed is the only valid one: it stays (and counts) */
+	if (s->st[b] == P_HOST && !s->held[b] &&
+	    offload_chunk_drop(s->sw, s->ids[b], OFFLOAD_TIER_HOST) == 0) {
 		s->cached -= (uint64_t)s->o.per[b];
 		s->st[b] = P_NONE;
 	}
@@ -309,6 +320,9 @@ zinf_pstore_write(zinf_pstore *s, uint64_t off, uint64_t n, const uint16_t *src)
 			if (!dst)
 				return psfail(s, -EIO, "%s: block %d has no host copy", s->o.what, b);
 			memcpy((uint16_t *)dst + (a - bs), src + (a - off), (z - a) * 2);
+			s->filled[b] += (int64_t)(z - a);
+			if (s->filled[b] >= s->o.per[b])
+				s->filled[b] = 0; /* whole */
 			continue;
 		}
 		int rc;
@@ -319,6 +333,7 @@ zinf_pstore_write(zinf_pstore *s, uint64_t off, uint64_t n, const uint16_t *src)
 				return rc;
 		if (s->st[b] == P_HOST) { /* a cached copy: overwrite it in place */
 			s->cached -= (uint64_t)s->o.per[b];
+			s->unsaved[b] = false;
 			if ((rc = room(s, true)))
 				return rc;
 			s->busy++;
@@ -355,13 +370,30 @@ zinf_pstore_write(zinf_pstore *s, uint64_t off, uint64_t n, const uint16_t *src)
 int
 zinf_pstore_flush(zinf_pstore *s)
 {
-	if (!s->o.nvme)
-		return 0;
 	for (int b = 0; b < s->n; b++)
-		if (s->st[b] == P_FILL)
+		if ((!s->o.nvme && s->filled[b]) || s->st[b] == P_FILL)
 			return psfail(s, -EIO, "%s: block %d's parameters were written in part (%lld "
 			              "of %lld elements)", s->o.what, b, (long long)s->filled[b],
 			              (long long)s->o.per[b]);
+	if (!s->o.nvme)
+		return 0;
+	/* slices whose write-back failed in an earlier pass (one failed in this pass is reported
+	 * first, and retried by the next flush) */
+	for (int b = 0; b < s->n && !s->io_rc; b++) {
+		if (!s->unsaved[b] || s->st[b] != P_HOST || s->held[b])
+			continue;
+		int rc = room(s, true);
+		if (rc)
+			return rc;
+		s->unsaved[b] = false;
+		s->cached -= (uint64_t)s->o.per[b];
+		if ((rc = offload_chunk_dirty(s->sw, s->ids[b], OFFLOAD_TIER_HOST)) ||
+		    (rc = offload_chunk_evict(s->sw, s->ids[b], OFFLOAD_TIER_HOST, (uint64_t)b)))
+			return psfail(s, rc, "%s: writing block %d's parameters to NVMe again: %s",
+			              s->o.what, b, offload_swapper_last_error(s->sw));
+		s->busy++;
+		s->st[b] = P_EVICT;
+	}
 	for (;;) {
 		bool pending = false;
 		for (int b = 0; b < s->n; b++)
@@ -433,6 +465,27 @@ zinf_pstore_acquire(zinf_pstore *s, int b, bool wait, const uint16_t **host)
 			break;
 		}
 	}
+}
+
+int
+zinf_pstore_prefetch(zinf_pstore *s, int b)
+{
+	if (!s->o.nvme)
+		return 1;
+	int rc = poll(s, 0);
+	if (rc)
+		return rc;
+	if (s->st[b] != P_NONE)
+		return 1;
+	if (s->io_rc || room(s, false))
+		return 0;
+	if ((rc = offload_chunk_fetch(s->sw, s->ids[b], OFFLOAD_TIER_HOST, (uint64_t)b)))
+		return rc == -EAGAIN ? 0
+		                     : psfail(s, rc, "%s: reading block %d's parameters from NVMe: %s",
+		                              s->o.what, b, offload_swapper_last_error(s->sw));
+	s->busy++;
+	s->st[b] = P_FETCH;
+	return 1;
 }
 
 void

@@ -59,6 +59,10 @@ int zinf_pstore_flush(zinf_pstore *s);
  * until it is there (or when no host buffer is free now); wait true: blocks until it is. The
  * pointer stays valid until zinf_pstore_release(b). */
 int zinf_pstore_acquire(zinf_pstore *s, int b, bool wait, const uint16_t **host);
+/* Read-ahead: starts bringing block b's slice to host memory without waiting. Returns 1 when
+ * it is there or on its way (the caller then owes one zinf_pstore_acquire + release, or the
+ * acquire/release pair at invalidation), 0 when no host buffer is free now, or -errno. */
+int zinf_pstore_prefetch(zinf_pstore *s, int b);
 /* The caller no longer reads block b's host copy (its copy to the GPU completed). */
 void zinf_pstore_release(zinf_pstore *s, int b);
 /* Host copies of blocks b the caller does not hold are dropped (the parameters changed). */

@@ -171,6 +171,17 @@ zinf_zero3_quiesce(zinf_zero3 *z)
 	return 0;
 }
 
+void
+zinf_zero3_grads_reset(zinf_zero3 *z)
+{
+#ifdef ZINF_HAVE_CUDA
+	if (z->g)
+		zinf_zero3_gpu_grads_reset(z);
+#else
+	(void)z;
+#endif
+}
+
 uint64_t
 zinf_zero3_slot_bytes(const zinf_zero3 *z)
 {

@@ -33,7 +33,7 @@ struct zinf_zero3_gpu {
 	int nslots, cap_slots;
 	int *pslot, *gslot;
 	unsigned char *pst;
-	bool *inuse, *h2d, *preq;
+	bool *inuse, *h2d, *preq, *fresh;
 	cudaEvent_t *ready, *h2d_ev;
 	int *trace;
 	int ntrace, cap_trace, cursor;
@@ -78,16 +78,18 @@ zinf_zero3_gpu_init(zinf_zero3 *z, const zinf_zero3_gpu_opts *o, char *err, size
 	g->inuse = calloc((size_t)nb, sizeof(bool));
 	g->h2d = calloc((size_t)nb, sizeof(bool));
 	g->preq = calloc((size_t)nb, sizeof(bool));
+	g->fresh = calloc((size_t)nb, sizeof(bool));
 	g->ready = calloc((size_t)nb, sizeof(cudaEvent_t));
 	g->h2d_ev = calloc((size_t)nb, sizeof(cudaEvent_t));
 	g->slot_elems = calloc((size_t)nb, sizeof(int64_t));
 	g->cap_trace = 4 * nb + 8;
 	g->trace = calloc((size_t)g->cap_trace, sizeof(int));
-	if (!g->pslot || !g->gslot || !g->pst || !g->inuse || !g->h2d || !g->preq || !g->ready ||
+	if (!g->pslot || !g->gslot || !g->pst || !g->inuse || !g->h2d || !g->preq || !g->fresh || !g->ready ||
 	    !g->h2d_ev || !g->slot_elems || !g->trace)
 		goto oom;
 	for (int b = 0; b < nb; b++) {
 		g->pslot[b] = g->gslot[b] = -1;
+		g->fresh[b] = true;
 		g->slot_elems[b] = z->per[b] * z->W;
 		if (cudaEventCreateWithFlags(&g->ready[b], cudaEventDisableTiming) != cudaSuccess ||
 		    cudaEventCreateWithFlags(&g->h2d_ev[b], cudaEventDisableTiming) != cudaSuccess) {
@@ -146,6 +148,7 @@ zinf_zero3_gpu_free(zinf_zero3 *z)
 	free(g->inuse);
 	free(g->h2d);
 	free(g->preq);
+	free(g->fresh);
 	free(g->ready);
 	free(g->h2d_ev);
 	free(g->slot_elems);
@@ -332,6 +335,30 @@ h2d_reap(zinf_zero3 *z, bool all)
 	}
 }
 
+/* Every store buffer is held by blocks read ahead (e.g. b was kept for reuse, skipped by the
+ * read-ahead, then shed): the one read ahead for the farthest use goes back. 1 if one did. */
+static int
+drop_ahead(zinf_zero3 *z, int b)
+{
+	zinf_zero3_gpu *g = z->g;
+	int victim = -1;
+	for (int k = 0; k < g->ntrace && g->tvalid; k++) {
+		int c = g->trace[(g->cursor + k) % g->ntrace];
+		if (c != b && g->preq[c] && !g->h2d[c])
+			victim = c; /* the last one found is the farthest */
+	}
+	for (int c = 0; victim < 0 && c < z->nblocks; c++)
+		if (c != b && g->preq[c] && !g->h2d[c])
+			victim = c;
+	if (victim < 0)
+		return 0;
+	const uint16_t *h;
+	if (!zinf_pstore_acquire(g->o.store, victim, true, &h))
+		zinf_pstore_release(g->o.store, victim);
+	g->preq[victim] = false;
+	return 1;
+}
+
 /* Enqueues block b's gather on the gather stream. demand false (prefetch): returns -EAGAIN
  * when the block's parameters are not in host memory yet (their read has been started). */
 static int
@@ -345,6 +372,8 @@ gather(zinf_zero3 *z, int b, bool demand)
 		if (g->h2d[b]) /* a copy of this block's slice is still on its way: let it land */
 			h2d_reap(z, true);
 		rc = zinf_pstore_acquire(g->o.store, b, demand, &host);
+		while (rc == -EDEADLK && demand && drop_ahead(z, b))
+			rc = zinf_pstore_acquire(g->o.store, b, true, &host);
 		if (rc == -EAGAIN && !demand) {
 			g->preq[b] = true;
 			return rc;
@@ -404,6 +433,29 @@ release_params(zinf_zero3 *z, int b)
 	z->live_bytes -= (uint64_t)z->n[b] * 2;
 }
 
+/* NVMe store: reads of the blocks that come next start as far ahead as the store's host
+ * buffers (offload_param.buffer_count) allow, beyond what the GPU prefetch takes. */
+static int
+read_ahead(zinf_zero3 *z)
+{
+	zinf_zero3_gpu *g = z->g;
+	if (!g->o.store)
+		return 0;
+	for (int j = g->cursor; j < g->ntrace; j++) {
+		int c = g->trace[j];
+		if (g->pst[c] == B_LIVE || g->preq[c])
+			continue;
+		int r = zinf_pstore_prefetch(g->o.store, c);
+		if (r < 0)
+			return gfail(z, r, "ZeRO stage 3, rank %d: reading block %d's parameters ahead: "
+			             "%s", z->rank, c, zinf_pstore_error(g->o.store));
+		if (r == 0)
+			break;
+		g->preq[c] = true;
+	}
+	return 0;
+}
+
 /* Gathers of the blocks that come next in the recorded order, within
  * stage3_prefetch_bucket_size elements (at least the next block when it is > 0) and
  * stage3_max_live_parameters. */
@@ -426,13 +478,15 @@ prefetch(zinf_zero3 *z)
 			continue;
 		if ((int64_t)g->live_elems + n > g->o.max_live && ahead > n)
 			break;
-		int rc = gather(z, c, false);
+		/* W > 1: every rank must issue the same collectives in the same order, so a
+		 * prefetch never depends on when this rank's NVMe read finishes (it waits) */
+		int rc = gather(z, c, z->W > 1);
 		if (rc == -EAGAIN)
 			break; /* its read from NVMe is under way */
 		if (rc)
 			return rc;
 	}
-	return 0;
+	return read_ahead(z);
 }
 
 /* ---- hooks ---- */
@@ -516,11 +570,13 @@ zinf_zero3_gpu_grads_done(zinf_zero3 *z, int b)
 {
 	zinf_zero3_gpu *g = z->g;
 	int rc;
-	if (g->gslot[b] < 0) {
-		if (z->W == 1)
-			return 0; /* nothing was added */
-		if ((rc = grad_slot(z, b))) /* zeros: the other ranks' reduce-scatter needs ours */
+	if (g->gslot[b] < 0 && (z->W > 1 || g->fresh[b])) {
+		/* zeros: the other ranks' reduce-scatter needs ours; a fresh accumulator is
+		 * overwritten, not added to */
+		if ((rc = grad_slot(z, b)))
 			return rc;
+	} else if (g->gslot[b] < 0) {
+		return 0; /* nothing was added */
 	}
 	int si = g->gslot[b];
 	size_t per = (size_t)z->per[b];
@@ -535,8 +591,15 @@ zinf_zero3_gpu_grads_done(zinf_zero3 *z, int b)
 			             "gradients (%zu elements per rank): %s", z->rank, b, per,
 			             zinf_comm_error(z->comm));
 	}
-	if ((rc = zinf_add_f32_cuda(g->o.gpart + z->soff[b], mine, z->own_n[b], g->gs)))
+	if (g->fresh[b]) {
+		/* the first micro-step of a step writes (device or pinned host: UVA) */
+		GCU(z, cudaMemcpyAsync(g->o.gpart + z->soff[b], mine,
+		                       (size_t)z->own_n[b] * sizeof(float), cudaMemcpyDefault, g->gs),
+		    "storing a block's reduced gradients");
+		g->fresh[b] = false;
+	} else if ((rc = zinf_add_f32_cuda(g->o.gpart + z->soff[b], mine, z->own_n[b], g->gs))) {
 		return gfail(z, rc, "ZeRO stage 3: accumulating block %d's gradients", b);
+	}
 	slot_put(z, si, g->gs);
 	g->gslot[b] = -1;
 	z->reduces++;
@@ -604,6 +667,13 @@ zinf_zero3_gpu_invalidate(zinf_zero3 *z)
 		}
 		zinf_pstore_drop_cached(g->o.store);
 	}
+}
+
+void
+zinf_zero3_gpu_grads_reset(zinf_zero3 *z)
+{
+	for (int b = 0; b < z->nblocks; b++)
+		z->g->fresh[b] = true;
 }
 
 uint64_t

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# ZeRO-3 on one GPU with the parameters offloaded (issue 9), from the repository root on the lent
+# machine with the staged build in .gpu/ (logs in $OUT or ./gpu-out):
+#   equal   GPT-2 124M, 10 steps, B 8 x T 1024, no shuffling, the optimizer offloaded to pinned
+#           host memory in every run: stage 2 (no partitioning at 1 GPU, the reference) vs
+#           stage 3 with offload_param cpu and nvme, and with 2-step accumulation (B 4)
+#           against the reference with the same accumulation. Prints loss and grad norm per
+#           step side by side.
+#   budget  GPT-2 1.5B (3.1 GB of bf16 parameters) under --gpu_mem 2G: stage 3 with
+#           offload_param nvme trains; the same budget without parameter offload is refused
+#           naming the budget; tokens/s next to the unlimited stage-2 run of the same model.
+#   sanity  gpt2-tiny under compute-sanitizer memcheck with offload_param cpu and nvme.
+# MODES (default "sanity equal budget") picks.
+set -u
+export LD_LIBRARY_PATH=/usr/local/cuda/lib64:$PWD/.gpu/lib NCCL_NVLS_ENABLE=0
+Z=$PWD/.gpu/bin/zinf
+out=${OUT:-$PWD/gpu-out}; mkdir -p "$out"
+w=${ZINF_WORK_DIR:-/var/tmp/zinf-z3}; mkdir -p $w/nvme
+$Z data corpus --out $w/c.txt >/dev/null; $Z data encode --text $w/c.txt --out $w/c.bin >/dev/null
+
+cfg() { # cfg FILE STAGE ACCUM PARAM_DEVICE SUB_GROUP
+	local op=""
+	[ "$4" != none ] && op=", \"offload_param\": {\"device\": \"$4\", \"nvme_path\": \"$w/nvme\", \"buffer_count\": 5, \"buffer_size\": 100000000, \"max_in_cpu\": 0}"
+	cat > "$1" <<JSON
+{"train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": $3, "gradient_clipping": 1.0,
+ "steps_per_print": 1, "wall_clock_breakdown": true, "bf16": {"enabled": true},
+ "optimizer": {"type": "AdamW", "params": {"lr": 3e-4, "weight_decay": 0.1}},
+ "zero_optimization": {"stage": $2, "sub_group_size": $5,
+   "offload_optimizer": {"device": "cpu", "pin_memory": true}$op}}
+JSON
+}
+losses() { grep -oE "^step +[0-9]+/[0-9]+ \| loss [0-9.]+ \| lr [0-9.e+-]+ \| grad norm [0-9.]+" "$1" | awk '{print $2, $5, $12}'; }
+
+for mode in ${MODES:-sanity equal budget}; do
+case $mode in
+sanity)
+	for d in cpu nvme; do
+		cfg $w/t$d.json 3 2 $d 4096
+		echo "== compute-sanitizer memcheck: gpt2-tiny stage 3, offload_param $d, accumulation 2"
+		compute-sanitizer --tool memcheck --error-exitcode 99 $Z train --config $w/t$d.json \
+			--model gpt2-tiny --data $w/c.bin --steps 3 --seq_len 64 --per_device_train_batch_size 4 \
+			--device gpu > $out/sanitize_$d.log 2>&1; echo "rc $?"
+		grep -E "ERROR SUMMARY|done:|memory:" $out/sanitize_$d.log
+	done
+	;;
+equal)
+	common="--model gpt2-124m --data $w/c.bin --steps 10 --seq_len 1024 --device gpu --seed 3 --no_shuffle"
+	for a in 1 2; do
+		B=$((8 / a))
+		cfg $w/ref$a.json 2 $a none 100000000
+		timeout 200 $Z train --config $w/ref$a.json $common --per_device_train_batch_size $B > $out/ref$a.log 2>&1 || { echo "reference accum $a failed"; tail -5 $out/ref$a.log; }
+		losses $out/ref$a.log > $w/ref$a.txt
+		for d in cpu nvme; do
+			[ $a = 2 ] && [ $d = cpu ] && continue
+			cfg $w/p$d$a.json 3 $a $d 100000000
+			timeout 200 $Z train --config $w/p$d$a.json $common --per_device_train_batch_size $B > $out/p$d$a.log 2>&1 || { echo "offload_param $d accum $a failed"; tail -8 $out/p$d$a.log; }
+			echo "== accumulation $a (B $B): step, loss, grad norm: stage 2 reference | stage 3 + offload_param $d"
+			losses $out/p$d$a.log | paste $w/ref$a.txt -
+			grep -E "tok/s" $out/ref$a.log | tail -1; grep -E "tok/s|memory:" $out/p$d$a.log | tail -2
+		done
+	done
+	;;
+budget)
+	common="--model gpt2-1.5b --data $w/c.bin --steps 6 --seq_len 1024 --per_device_train_batch_size ${BB:-1} --device gpu --gradient_checkpointing"
+	cfg $w/b_ref.json 2 1 none 10000000
+	cfg $w/b_nvme.json 3 1 nvme 10000000
+	echo "== GPT-2 1.5B, no budget, stage 2 + optimizer on pinned host"
+	timeout 300 $Z train --config $w/b_ref.json $common > $out/b_ref.log 2>&1 || { echo failed; tail -5 $out/b_ref.log; }
+	grep -E "^step|done:|memory:" $out/b_ref.log | tail -4
+	echo "== same, --gpu_mem 2G without parameter offload (must be refused)"
+	cfg $w/b_s3.json 3 1 none 10000000
+	timeout 300 $Z train --config $w/b_s3.json $common --gpu_mem 2G > $out/b_s3.log 2>&1; echo "rc $?"; tail -2 $out/b_s3.log
+	for mic in 0 1000000000; do
+		cfg $w/b_nvme.json 3 1 nvme 10000000
+		sed -i "s/\"max_in_cpu\": 0/\"max_in_cpu\": $mic/" $w/b_nvme.json
+		echo "== --gpu_mem 2G, stage 3 + offload_param nvme, max_in_cpu $mic"
+		timeout 400 $Z train --config $w/b_nvme.json $common --gpu_mem 2G > $out/b_nvme$mic.log 2>&1 || { echo failed; tail -8 $out/b_nvme$mic.log; }
+		grep -E "^step|time:|done:|memory:" $out/b_nvme$mic.log | tail -5
+	done
+	fio=${FIO:-$PWD/.tools/fio/fio}
+	if [ -x "$fio" ]; then
+		for rw in write read; do
+			echo "== fio $rw, 1 MiB, QD 32, io_uring, O_DIRECT, 4 GiB (the physical bound's bandwidth)"
+			"$fio" --name=b --directory=$w/nvme --rw=$rw --bs=1M --iodepth=32 --size=4G --direct=1 \
+				--ioengine=io_uring --numjobs=1 --group_reporting 2>&1 | grep -E "^ +(READ|WRITE):"
+		done
+		rm -f $w/nvme/b.*
+	fi
+	;;
+esac
+done
+rm -rf $w/nvme/zinf-*

@@ -10,6 +10,9 @@
 #           offload_param nvme trains; the same budget without parameter offload is refused
 #           naming the budget; tokens/s next to the unlimited stage-2 run of the same model.
 #   sanity  gpt2-tiny under compute-sanitizer memcheck with offload_param cpu and nvme.
+#   ranks   GPUS (default 2) GPUs, NCCL: stage 3 with offload_param none / cpu / nvme, micro-batch
+#           8/GPUS per rank, against one GPU at B 8 (the equal mode's reference); rank 0's
+#           loss (its own rows) and the global grad norm per step, and each rank's memory line.
 # MODES (default "sanity equal budget") picks.
 set -u
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:$PWD/.gpu/lib NCCL_NVLS_ENABLE=0
@@ -58,6 +61,21 @@ equal)
 			losses $out/p$d$a.log | paste $w/ref$a.txt -
 			grep -E "tok/s" $out/ref$a.log | tail -1; grep -E "tok/s|memory:" $out/p$d$a.log | tail -2
 		done
+	done
+	;;
+ranks)
+	G=${GPUS:-2}; PB=$((8 / G))
+	common="--model gpt2-124m --data $w/c.bin --steps 10 --seq_len 1024 --device gpu --seed 3 --no_shuffle"
+	cfg $w/ref1.json 2 1 none 100000000
+	timeout 200 $Z train --config $w/ref1.json $common --per_device_train_batch_size 8 > $out/ref1.log 2>&1 || { echo "reference failed"; tail -5 $out/ref1.log; }
+	losses $out/ref1.log > $w/ref1.txt
+	for d in ${DEVS:-none cpu nvme}; do
+		cfg $w/r$d.json 3 1 $d 100000000
+		timeout 300 $Z train --num_gpus $G --config $w/r$d.json $common --per_device_train_batch_size $PB > $out/r$d.log 2>&1 || { echo "$G GPUs offload_param $d failed"; tail -12 $out/r$d.log; }
+		echo "== $G GPUs, stage 3, offload_param $d: step, loss, grad norm: 1 GPU B 8 | rank 0 (B $PB, its own rows)"
+		grep "^\[rank 0\] " $out/r$d.log | sed 's/^\[rank 0\] //' > $w/r0.log
+		losses $w/r0.log | paste $w/ref1.txt -
+		grep -E "tok/s" $out/ref1.log | tail -1; grep -E "done:|memory:" $out/r$d.log
 	done
 	;;
 budget)

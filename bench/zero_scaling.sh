@@ -34,4 +34,5 @@ JSON
 	"$Z" train --num_gpus "$gpus" "${args[@]}" > "$w/n$st.log" 2>&1 || { echo "stage $st, $gpus GPUs failed:"; tail -8 "$w/n$st.log"; continue; }
 	r1=$(rate "$w/one$st.log"); rn=$(rate "$w/n$st.log")
 	python3 -c "r1=$r1; rn=$rn; g=$gpus; print(f'stage $st, $model, B $batch x 1024 per GPU: 1 GPU {r1:.0f} tok/s; {g} GPUs {rn:.0f} tok/s per GPU = {g*rn:.0f} total; scaling efficiency {rn/r1 if r1 else 0:.3f}')"
+	grep -h "memory:" "$w/one$st.log" | sed 's/^/  1 GPU: /'; grep -h "memory:" "$w/n$st.log" | sed "s/^/  $gpus GPUs: /"
 done

@@ -372,8 +372,17 @@ gather(zinf_zero3 *z, int b, bool demand)
 		if (g->h2d[b]) /* a copy of this block's slice is still on its way: let it land */
 			h2d_reap(z, true);
 		rc = zinf_pstore_acquire(g->o.store, b, demand, &host);
-		while (rc == -EDEADLK && demand && drop_ahead(z, b))
+		while (rc == -EDEADLK && demand) {
+			/* buffers wait on copies to the GPU (let them land) or hold read-ahead */
+			bool pending = false;
+			for (int c = 0; c < z->nblocks && !pending; c++)
+				pending = g->h2d[c];
+			if (pending)
+				h2d_reap(z, true);
+			else if (!drop_ahead(z, b))
+				break;
 			rc = zinf_pstore_acquire(g->o.store, b, true, &host);
+		}
 		if (rc == -EAGAIN && !demand) {
 			g->preq[b] = true;
 			return rc;

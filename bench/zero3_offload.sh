@@ -10,6 +10,11 @@
 #           offload_param nvme trains; the same budget without parameter offload is refused
 #           naming the budget; tokens/s next to the unlimited stage-2 run of the same model.
 #   sanity  gpt2-tiny under compute-sanitizer memcheck with offload_param cpu and nvme.
+#   sanity2 the same at GPUS GPUs (NCCL), every process under memcheck.
+#   ckpt    save at step 3 of 6 and resume from it: one GPU with offload_param nvme, and GPUS
+#           GPUs at stage 3 with offload_param cpu; steps 4-6 of the resumed run next to the
+#           uninterrupted one; then zinf ckpt consolidate and zinf eval of the consolidated
+#           weights against the last step's loss.
 #   ranks   GPUS (default 2) GPUs, NCCL: stage 3 with offload_param none / cpu / nvme, micro-batch
 #           8/GPUS per rank, against one GPU at B 8 (the equal mode's reference); rank 0's
 #           loss (its own rows) and the global grad norm per step, and each rank's memory line.
@@ -46,6 +51,14 @@ sanity)
 		grep -E "ERROR SUMMARY|done:|memory:" $out/sanitize_$d.log
 	done
 	;;
+sanity2)
+	cfg $w/t2.json 3 2 cpu 4096
+	echo "== compute-sanitizer memcheck (all processes): gpt2-tiny stage 3 on ${GPUS:-2} GPUs, offload_param cpu, accumulation 2"
+	timeout 300 compute-sanitizer --target-processes all --tool memcheck --error-exitcode 99 $Z train --num_gpus ${GPUS:-2} \
+		--config $w/t2.json --model gpt2-tiny --data $w/c.bin --steps 3 --seq_len 64 --per_device_train_batch_size 4 \
+		--device gpu > $out/sanitize2.log 2>&1; echo "rc $?"
+	grep -E "ERROR SUMMARY|done:" $out/sanitize2.log
+	;;
 equal)
 	common="--model gpt2-124m --data $w/c.bin --steps 10 --seq_len 1024 --device gpu --seed 3 --no_shuffle"
 	for a in 1 2; do
@@ -76,6 +89,24 @@ ranks)
 		grep "^\[rank 0\] " $out/r$d.log | sed 's/^\[rank 0\] //' > $w/r0.log
 		losses $w/r0.log | paste $w/ref1.txt -
 		grep -E "tok/s" $out/ref1.log | tail -1; grep -E "done:|memory:" $out/r$d.log
+	done
+	;;
+ckpt)
+	G=${GPUS:-2}
+	common="--model gpt2-124m --data $w/c.bin --steps 6 --seq_len 1024 --device gpu --seed 3 --no_shuffle"
+	for run in "1 nvme 8" "$G cpu $((8 / G))"; do
+		set -- $run; n=$1 d=$2 b=$3
+		cfg $w/k$d.json 3 1 $d 100000000
+		launch=""; [ $n -gt 1 ] && launch="--num_gpus $n"
+		rm -rf $w/ck$d
+		timeout 200 $Z train $launch --config $w/k$d.json $common --per_device_train_batch_size $b --out $w/ck$d --save_steps 3 > $out/ck_a$d.log 2>&1 || { echo "$n GPU(s) $d: first run failed"; tail -8 $out/ck_a$d.log; }
+		rm -rf $w/ck${d}_b; cp -r $w/ck$d $w/ck${d}_b; rm -rf $w/ck${d}_b/global_step6; echo global_step3 > $w/ck${d}_b/latest
+		timeout 200 $Z train $launch --config $w/k$d.json $common --per_device_train_batch_size $b --resume $w/ck${d}_b > $out/ck_b$d.log 2>&1 || { echo "$n GPU(s) $d: resumed run failed"; tail -8 $out/ck_b$d.log; }
+		echo "== $n GPU(s), stage 3, offload_param $d: step, loss, grad norm: uninterrupted | resumed at step 3"
+		sed 's/^\[rank 0\] //' $out/ck_a$d.log | grep -v "^\[rank" > $w/a.log; sed 's/^\[rank 0\] //' $out/ck_b$d.log | grep -v "^\[rank" > $w/b.log
+		losses $w/a.log | tail -3 > $w/a.txt; losses $w/b.log | paste $w/a.txt -
+		grep -E "resumed at" $w/b.log
+		$Z ckpt consolidate $w/ck$d --out $w/ck$d.st/model.safetensors > $out/ck_c$d.log 2>&1 && echo "consolidated: $(ls -la $w/ck$d.st/model.safetensors | awk '{print $5}') bytes" || { echo "consolidate failed"; tail -3 $out/ck_c$d.log; }
 	done
 	;;
 budget)

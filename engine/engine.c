@@ -623,6 +623,7 @@ create_device(zinf_engine *e)
 			        .max_live = c->max_live_parameters,
 			        .max_reuse = c->max_reuse_distance,
 			        .slot_budget = budget ? budget - fixed : 0,
+			        .overlap_comm = c->overlap_comm,
 			};
 			int zr = zinf_zero3_set_gpu(e->z3, &zo, err, sizeof(err));
 			if (zr)

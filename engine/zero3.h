@@ -88,6 +88,7 @@ typedef struct zinf_zero3_gpu_opts {
 	float *gpart;         /* packed reduced gradients (S fp32; device or pinned host) */
 	int64_t prefetch_bucket, max_live, max_reuse; /* elements (stage3_* keys) */
 	uint64_t slot_budget; /* bytes of slots allowed; 0: no limit */
+	bool overlap_comm;    /* false: the compute stream waits for each block's reduction */
 } zinf_zero3_gpu_opts;
 
 /* Sizes from the layout; CPU: maps the full params and grads vectors (z->params, z->grads) and

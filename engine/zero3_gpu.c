@@ -612,6 +612,8 @@ zinf_zero3_gpu_grads_done(zinf_zero3 *z, int b)
 	slot_put(z, si, g->gs);
 	g->gslot[b] = -1;
 	z->reduces++;
+	if (!g->o.overlap_comm) /* zero_optimization.overlap_comm false: no overlap */
+		return zinf_zero3_gpu_flush(z);
 	return 0;
 }
 

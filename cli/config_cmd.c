@@ -144,7 +144,7 @@ print_plan(const zinf_config *cfg, double params)
 		       human((double)plan.per_tier[t], h, sizeof(h)),
 		       (unsigned long long)plan.per_tier[t]);
 	printf("formula: params b x (stage 3 ? N : P) on offload_param.device (stage 3) else GPU;"
-	       " grads b x (stage >= 2 ? N : P) on GPU;\n"
+	       " grads 4 x (stage >= 2 ? N : P) (fp32) on GPU, host with offload_param;\n"
 	       "  fp32 master (mixed precision only), Adam m, Adam v 4 x (stage >= 1 ? N : P) "
 	       "each on offload_optimizer.device;\n"
 	       "  b = 2 for fp16/bf16, 4 for fp32; NVMe staging: buffer_count x "

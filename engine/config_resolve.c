@@ -269,8 +269,10 @@ zinf_config_memory_plan(const zinf_config *cfg, uint64_t n_params, zinf_memory_p
 
 	plan->partition_elems = n;
 	plan_add(plan, b == 2 ? "16-bit params" : "fp32 params", par, b * (s == 3 ? n : n_params));
-	plan_add(plan, b == 2 ? "16-bit grads" : "fp32 grads", ZINF_TIER_GPU,
-	         b * (s >= 2 ? n : n_params));
+	/* zinf accumulates gradients in fp32; with offload_param the reduced partition is in
+	 * pinned host memory (the optimizer reads it there) */
+	plan_add(plan, "fp32 grads", s == 3 && par != ZINF_TIER_GPU ? ZINF_TIER_HOST : ZINF_TIER_GPU,
+	         4 * (s >= 2 ? n : n_params));
 	if (b == 2)
 		plan_add(plan, "fp32 master", opt, 4 * opt_elems);
 	plan_add(plan, "Adam m (fp32)", opt, 4 * opt_elems);

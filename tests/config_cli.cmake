@@ -34,7 +34,7 @@ if(NOT CMAKE_SCRIPT_MODE_FILE)
                        MSG "ok for world size 4.*\ntrain_batch_size +32 +file\n.*zero_optimization.stage +2 +file"
                        ARGS config check ${_c}/standalone-zero2-adamw.json --num_gpus 4)
   zinf_config_cli_test(config_cli_zero3_cpu_7b_plan RC 0
-                       MSG "reduce_bucket_size +16777216 +auto: hidden.2 of the model.*16-bit params +host +1.63 GiB.*Adam m \\(fp32\\) +host +3.26 GiB +3500000000.*total +GPU +1.63 GiB +1750000000\n +total +host +11.41 GiB +12250000000"
+                       MSG "reduce_bucket_size +16777216 +auto: hidden.2 of the model.*16-bit params +host +1.63 GiB.*fp32 grads +host +3.26 GiB.*Adam m \\(fp32\\) +host +3.26 GiB +3500000000.*total +GPU +0 B +0\n +total +host +14.67 GiB +15750000000"
                        ARGS config check ${_c}/zero3-offload-cpu-7b.json --num_gpus 8 --hidden 4096
                             --params 7B)
   zinf_config_cli_test(config_cli_zero3_nvme RC 0

@@ -554,9 +554,9 @@ test_memory_plan(const char *dir)
 	                         NULL, 4, 0, &c),
 	               0);
 	T_CHECK_EQ_I64(zinf_config_memory_plan(&c, 1000, &p), 0);
-	/* N = 250: params 2N GPU, grads 2N GPU, master/m/v 4N each on host. */
+	/* N = 250: params 2N GPU, fp32 grads 4N GPU, master/m/v 4N each on host. */
 	T_CHECK_EQ_I64(p.partition_elems, 250);
-	T_CHECK_EQ_I64(p.per_tier[ZINF_TIER_GPU], 1000);
+	T_CHECK_EQ_I64(p.per_tier[ZINF_TIER_GPU], 1500);
 	T_CHECK_EQ_I64(p.per_tier[ZINF_TIER_HOST], 3000);
 	T_CHECK_EQ_I64(p.per_tier[ZINF_TIER_NVME], 0);
 
@@ -579,9 +579,10 @@ test_memory_plan(const char *dir)
 	T_CHECK(!g_err[0], "%s", g_err);
 	T_CHECK_EQ_I64(zinf_config_memory_plan(&c, 1000, &p), 0);
 	T_CHECK_EQ_I64(p.partition_elems, 334);
-	T_CHECK_EQ_I64(p.per_tier[ZINF_TIER_GPU], 2 * 334);
+	/* offload_param: the fp32 gradient partition is in host memory too */
+	T_CHECK_EQ_I64(p.per_tier[ZINF_TIER_GPU], 0);
 	T_CHECK_EQ_I64(p.per_tier[ZINF_TIER_NVME], 2 * 334 + 12 * 334);
-	T_CHECK_EQ_I64(p.per_tier[ZINF_TIER_HOST], 2 * 100 * 4 + 3 * 10 * 2);
+	T_CHECK_EQ_I64(p.per_tier[ZINF_TIER_HOST], 4 * 334 + 2 * 100 * 4 + 3 * 10 * 2);
 
 	zinf_config_init_defaults(&c);
 	T_CHECK_EQ_I64(zinf_config_memory_plan(&c, 1000, &p), -EINVAL);

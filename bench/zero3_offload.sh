@@ -20,7 +20,7 @@
 #   ranks   GPUS (default 2) GPUs, NCCL: stage 3 with offload_param none / cpu / nvme, micro-batch
 #           8/GPUS per rank, against one GPU at B 8 (the equal mode's reference); rank 0's
 #           loss (its own rows) and the global grad norm per step, and each rank's memory line.
-# MODES (default "sanity equal budget") picks.
+# MODES (default "sanity equal budget") picks; QD (default 32) is aio.queue_depth (fio runs at 32).
 set -u
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:$PWD/.gpu/lib NCCL_NVLS_ENABLE=0
 Z=$PWD/.gpu/bin/zinf
@@ -36,7 +36,8 @@ cfg() { # cfg FILE STAGE ACCUM PARAM_DEVICE SUB_GROUP
  "steps_per_print": 1, "wall_clock_breakdown": true, "bf16": {"enabled": true},
  "optimizer": {"type": "AdamW", "params": {"lr": 3e-4, "weight_decay": 0.1}},
  "zero_optimization": {"stage": $2, "sub_group_size": $5,
-   "offload_optimizer": {"device": "cpu", "pin_memory": true}$op}}
+   "offload_optimizer": {"device": "cpu", "pin_memory": true}$op},
+ "aio": {"block_size": 1048576, "queue_depth": ${QD:-32}, "thread_count": 1}}
 JSON
 }
 losses() { grep -oE "^step +[0-9]+/[0-9]+ \| loss [0-9.]+ \| lr [0-9.e+-]+ \| grad norm [0-9.]+" "$1" | awk '{print $2, $5, $12}'; }

@@ -179,6 +179,28 @@ reuse_distance(const zinf_zero3 *z, int b)
 	return -1;
 }
 
+/* The block kept for reuse (live, not in use, not persistent) whose next use is farthest, or
+ * -1. */
+static int
+reuse_victim(const zinf_zero3 *z)
+{
+	const zinf_zero3_gpu *g = z->g;
+	int victim = -1;
+	int64_t far = -2;
+	for (int b = 0; b < z->nblocks; b++) {
+		if (g->pst[b] != B_LIVE || g->inuse[b] || z->persist[b])
+			continue;
+		int64_t d = reuse_distance(z, b);
+		if (d < 0)
+			d = INT64_MAX;
+		if (d > far) {
+			far = d;
+			victim = b;
+		}
+	}
+	return victim;
+}
+
 /* Blocks kept for reuse (live, not in use, not persistent) go, the farthest next use first,
  * until `need` more bytes fit the budget. */
 static void
@@ -205,19 +227,21 @@ shed(zinf_zero3 *z, uint64_t need)
 			s->ev_set = false;
 			continue;
 		}
-		int victim = -1;
-		int64_t far = -2;
-		for (int b = 0; b < z->nblocks; b++) {
-			if (g->pst[b] != B_LIVE || g->inuse[b] || z->persist[b])
-				continue;
-			int64_t d = reuse_distance(z, b);
-			if (d < 0)
-				d = INT64_MAX;
-			if (d > far) {
-				far = d;
-				victim = b;
-			}
-		}
+		int victim = reuse_victim(z);
+		if (victim < 0)
+			return;
+		release_params(z, victim);
+	}
+}
+
+/* Blocks kept for reuse go, the farthest next use first, until `need` more elements stay
+ * within stage3_max_live_parameters (blocks in use and persistent ones stay). */
+static void
+shed_live(zinf_zero3 *z, uint64_t need)
+{
+	zinf_zero3_gpu *g = z->g;
+	while (g->live_elems + need > (uint64_t)g->o.max_live) {
+		int victim = reuse_victim(z);
 		if (victim < 0)
 			return;
 		release_params(z, victim);
@@ -518,8 +542,7 @@ zinf_zero3_gpu_needed(zinf_zero3 *z, int b)
 	h2d_reap(z, false);
 	int rc;
 	if (g->pst[b] != B_LIVE) {
-		if (g->live_elems + (uint64_t)g->slot_elems[b] > (uint64_t)g->o.max_live)
-			shed(z, SIZE_MAX / 4); /* drop blocks kept for reuse */
+		shed_live(z, (uint64_t)g->slot_elems[b]); /* stage3_max_live_parameters */
 		if ((rc = gather(z, b, true)))
 			return rc;
 	}

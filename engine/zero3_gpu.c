@@ -14,6 +14,7 @@
 #include <cuda_runtime_api.h>
 
 #include "kernels/ops_cuda.h"
+#include "zero3_order.h"
 
 typedef struct z3slot {
 	void *p;
@@ -35,9 +36,8 @@ struct zinf_zero3_gpu {
 	unsigned char *pst;
 	bool *inuse, *h2d, *preq, *fresh;
 	cudaEvent_t *ready, *h2d_ev;
-	int *trace;
-	int ntrace, cap_trace, cursor;
-	bool tvalid, recording;
+	zinf_z3_order ord; /* the recorded block order (zero3_order.h) */
+	bool *keep;        /* scratch: blocks kept for reuse */
 	int64_t *slot_elems; /* per block: W * per */
 	uint64_t slot_bytes, live_elems;
 };
@@ -82,10 +82,10 @@ zinf_zero3_gpu_init(zinf_zero3 *z, const zinf_zero3_gpu_opts *o, char *err, size
 	g->ready = calloc((size_t)nb, sizeof(cudaEvent_t));
 	g->h2d_ev = calloc((size_t)nb, sizeof(cudaEvent_t));
 	g->slot_elems = calloc((size_t)nb, sizeof(int64_t));
-	g->cap_trace = 4 * nb + 8;
-	g->trace = calloc((size_t)g->cap_trace, sizeof(int));
+	g->keep = calloc((size_t)nb, sizeof(bool));
+	int orc = zinf_z3_order_init(&g->ord, 4 * nb + 8);
 	if (!g->pslot || !g->gslot || !g->pst || !g->inuse || !g->h2d || !g->preq || !g->fresh || !g->ready ||
-	    !g->h2d_ev || !g->slot_elems || !g->trace)
+	    !g->h2d_ev || !g->slot_elems || !g->keep || orc)
 		goto oom;
 	for (int b = 0; b < nb; b++) {
 		g->pslot[b] = g->gslot[b] = -1;
@@ -152,7 +152,8 @@ zinf_zero3_gpu_free(zinf_zero3 *z)
 	free(g->ready);
 	free(g->h2d_ev);
 	free(g->slot_elems);
-	free(g->trace);
+	zinf_z3_order_free(&g->ord);
+	free(g->keep);
 	free(g);
 	z->g = NULL;
 }
@@ -166,17 +167,7 @@ static void release_params(zinf_zero3 *z, int b);
 static int64_t
 reuse_distance(const zinf_zero3 *z, int b)
 {
-	const zinf_zero3_gpu *g = z->g;
-	if (!g->tvalid)
-		return -1;
-	int64_t d = 0;
-	for (int k = 0; k < g->ntrace; k++) {
-		int c = g->trace[(g->cursor + k) % g->ntrace];
-		if (c == b)
-			return d;
-		d += g->slot_elems[c];
-	}
-	return -1;
+	return zinf_z3_order_reuse_distance(&z->g->ord, b, z->g->slot_elems);
 }
 
 /* The block kept for reuse (live, not in use, not persistent) whose next use is farthest, or
@@ -185,20 +176,9 @@ static int
 reuse_victim(const zinf_zero3 *z)
 {
 	const zinf_zero3_gpu *g = z->g;
-	int victim = -1;
-	int64_t far = -2;
-	for (int b = 0; b < z->nblocks; b++) {
-		if (g->pst[b] != B_LIVE || g->inuse[b] || z->persist[b])
-			continue;
-		int64_t d = reuse_distance(z, b);
-		if (d < 0)
-			d = INT64_MAX;
-		if (d > far) {
-			far = d;
-			victim = b;
-		}
-	}
-	return victim;
+	for (int b = 0; b < z->nblocks; b++)
+		g->keep[b] = g->pst[b] == B_LIVE && !g->inuse[b] && !z->persist[b];
+	return zinf_z3_order_victim(&g->ord, z->nblocks, g->keep, g->slot_elems);
 }
 
 /* Blocks kept for reuse (live, not in use, not persistent) go, the farthest next use first,
@@ -366,8 +346,9 @@ drop_ahead(zinf_zero3 *z, int b)
 {
 	zinf_zero3_gpu *g = z->g;
 	int victim = -1;
-	for (int k = 0; k < g->ntrace && g->tvalid; k++) {
-		int c = g->trace[(g->cursor + k) % g->ntrace];
+	const zinf_z3_order *o = &g->ord;
+	for (int k = 0; k < o->ntrace && o->valid; k++) {
+		int c = o->trace[(o->cursor + k) % o->ntrace];
 		if (c != b && g->preq[c] && !g->h2d[c])
 			victim = c; /* the last one found is the farthest */
 	}
@@ -474,8 +455,8 @@ read_ahead(zinf_zero3 *z)
 	zinf_zero3_gpu *g = z->g;
 	if (!g->o.store)
 		return 0;
-	for (int j = g->cursor; j < g->ntrace; j++) {
-		int c = g->trace[j];
+	for (int j = g->ord.cursor; j < g->ord.ntrace; j++) {
+		int c = g->ord.trace[j];
 		if (g->pst[c] == B_LIVE || g->preq[c])
 			continue;
 		int r = zinf_pstore_prefetch(g->o.store, c);
@@ -496,11 +477,11 @@ static int
 prefetch(zinf_zero3 *z)
 {
 	zinf_zero3_gpu *g = z->g;
-	if (!g->tvalid || g->o.prefetch_bucket <= 0)
+	if (!g->ord.valid || g->o.prefetch_bucket <= 0)
 		return 0;
 	int64_t ahead = 0;
-	for (int j = g->cursor; j < g->ntrace; j++) {
-		int c = g->trace[j];
+	for (int j = g->ord.cursor; j < g->ord.ntrace; j++) {
+		int c = g->ord.trace[j];
 		if (g->inuse[c])
 			continue;
 		int64_t n = g->slot_elems[c];
@@ -528,17 +509,7 @@ int
 zinf_zero3_gpu_needed(zinf_zero3 *z, int b)
 {
 	zinf_zero3_gpu *g = z->g;
-	if (g->recording) {
-		if (g->ntrace < g->cap_trace)
-			g->trace[g->ntrace++] = b;
-		else
-			g->recording = false; /* not a fwd/bwd pattern: no prefetch */
-	} else if (g->tvalid) {
-		if (g->cursor < g->ntrace && g->trace[g->cursor] == b)
-			g->cursor++;
-		else
-			g->tvalid = false; /* the order changed: record it again */
-	}
+	zinf_z3_order_needed(&g->ord, b);
 	h2d_reap(z, false);
 	int rc;
 	if (g->pst[b] != B_LIVE) {
@@ -645,15 +616,7 @@ zinf_zero3_gpu_grads_done(zinf_zero3 *z, int b)
 void
 zinf_zero3_gpu_begin_forward(zinf_zero3 *z)
 {
-	zinf_zero3_gpu *g = z->g;
-	if (g->recording && g->ntrace > 0) {
-		g->tvalid = true;
-		g->recording = false;
-	} else if (!g->tvalid && !g->recording) {
-		g->recording = true;
-		g->ntrace = 0;
-	}
-	g->cursor = 0;
+	zinf_z3_order_begin_forward(&z->g->ord);
 }
 
 int

@@ -11,3 +11,15 @@ endforeach()
 add_test(NAME zero_launch COMMAND test_zero launch $<TARGET_FILE:zinf>)
 set_tests_properties(zero_launch PROPERTIES SKIP_RETURN_CODE 77 LABELS "unit;multi" TIMEOUT 300)
 add_dependencies(test_zero zinf)
+
+# engine/zero3_order: the block order stage 3 on the GPU records and follows (prefetch, reuse
+# distance, which kept block goes first), host logic tested without a GPU.
+add_executable(test_zero3_order test_zero3_order.c)
+target_include_directories(test_zero3_order PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}
+                                                    ${PROJECT_SOURCE_DIR}/engine)
+target_link_libraries(test_zero3_order PRIVATE zinf_engine)
+target_compile_options(test_zero3_order PRIVATE -UNDEBUG)
+foreach(_c record mismatch overflow reuse victim)
+  add_test(NAME zero3_order_${_c} COMMAND test_zero3_order ${_c})
+  set_tests_properties(zero3_order_${_c} PROPERTIES LABELS unit TIMEOUT 30)
+endforeach()

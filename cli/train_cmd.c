@@ -317,6 +317,12 @@ zinf_train_main(int argc, char **argv)
 	char why[256];
 	bool gpu = !strcmp(device, "gpu") || (!strcmp(device, "auto") &&
 	                                      offload_gpu_probe(why, sizeof(why)));
+	if (gpu_mem && !gpu) {
+		fprintf(stderr, "zinf train: --gpu_mem bounds the GPU memory of a GPU run, and this "
+		        "run is on the CPU (%s); drop --gpu_mem or run on a GPU\n",
+		        strcmp(device, "cpu") ? "no usable GPU" : "--device cpu");
+		return 2;
+	}
 	/* what "auto" becomes when no flag says */
 	set_default(&ov, ZINF_OV_PER_DEVICE_TRAIN_BATCH_SIZE, 8);
 	set_default(&ov, ZINF_OV_GRADIENT_ACCUMULATION_STEPS, 1);

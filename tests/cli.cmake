@@ -25,6 +25,12 @@ if(NOT CMAKE_SCRIPT_MODE_FILE)
                 ARGS frobnicate)
   zinf_cli_test(cli_bench_io_help MODE expect RC 0 MSG "usage: zinf bench io --path DIR"
                 ARGS bench io --help)
+  zinf_cli_test(cli_train_gpu_mem_bad MODE expect RC 2
+                MSG "--gpu_mem 'abc': not a size > 0; pass e.g. --gpu_mem 80G"
+                ARGS train --gpu_mem abc)
+  zinf_cli_test(cli_train_gpu_mem_cpu MODE expect RC 2
+                MSG "--gpu_mem bounds the GPU memory of a GPU run, and this run is on the CPU \\(--device cpu\\)"
+                ARGS train --gpu_mem 2G --device cpu)
   zinf_cli_test(cli_bench_io_size_zero MODE expect RC 2
                 MSG "--size 0 is below the minimum 4096 \\(4 KiB\\): pass --size 4K or more"
                 ARGS bench io --path @TMP@ --size 0)

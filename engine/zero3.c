@@ -148,18 +148,6 @@ zinf_zero3_begin_forward(zinf_zero3 *z)
 }
 
 int
-zinf_zero3_flush(zinf_zero3 *z)
-{
-#ifdef ZINF_HAVE_CUDA
-	if (z->g)
-		return zinf_zero3_gpu_flush(z);
-#else
-	(void)z;
-#endif
-	return 0;
-}
-
-int
 zinf_zero3_quiesce(zinf_zero3 *z)
 {
 #ifdef ZINF_HAVE_CUDA
@@ -179,17 +167,6 @@ zinf_zero3_grads_reset(zinf_zero3 *z)
 		zinf_zero3_gpu_grads_reset(z);
 #else
 	(void)z;
-#endif
-}
-
-uint64_t
-zinf_zero3_slot_bytes(const zinf_zero3 *z)
-{
-#ifdef ZINF_HAVE_CUDA
-	return zinf_zero3_gpu_slot_bytes(z);
-#else
-	(void)z;
-	return 0;
 #endif
 }
 

@@ -101,16 +101,13 @@ void zinf_zero3_free(zinf_zero3 *z);
 int zinf_zero3_set_gpu(zinf_zero3 *z, const zinf_zero3_gpu_opts *o, char *err, size_t errlen);
 /* GPU: a forward begins (the recorded block order starts over). No-op on the CPU. */
 void zinf_zero3_begin_forward(zinf_zero3 *z);
-/* GPU: the compute stream's later work sees every gradient reduced so far (gpart complete). */
-int zinf_zero3_flush(zinf_zero3 *z);
 /* GPU: the host waits for every gather and reduction in flight (before the shard or gpart
  * change or are read on the host). */
 int zinf_zero3_quiesce(zinf_zero3 *z);
 /* GPU: the next step's first reduction of each block overwrites the packed accumulator
  * instead of adding to it (no clearing pass over it). */
 void zinf_zero3_grads_reset(zinf_zero3 *z);
-/* GPU: bytes held in slots now. */
-uint64_t zinf_zero3_slot_bytes(const zinf_zero3 *z);
+
 zinf_model_hooks zinf_zero3_hooks(zinf_zero3 *z);
 
 /* After the parameters changed (a step, a load): every block must be gathered again. */
@@ -137,7 +134,6 @@ void zinf_zero3_gpu_begin_forward(zinf_zero3 *z);
 int zinf_zero3_gpu_flush(zinf_zero3 *z);
 int zinf_zero3_gpu_quiesce(zinf_zero3 *z);
 void zinf_zero3_gpu_invalidate(zinf_zero3 *z);
-uint64_t zinf_zero3_gpu_slot_bytes(const zinf_zero3 *z);
 void zinf_zero3_gpu_grads_reset(zinf_zero3 *z);
 
 #endif

@@ -673,10 +673,4 @@ zinf_zero3_gpu_grads_reset(zinf_zero3 *z)
 		z->g->fresh[b] = true;
 }
 
-uint64_t
-zinf_zero3_gpu_slot_bytes(const zinf_zero3 *z)
-{
-	return z->g ? z->g->slot_bytes : 0;
-}
-
 #endif /* ZINF_HAVE_CUDA */

@@ -63,16 +63,16 @@ typedef struct zinf_zero3 {
 	int64_t N, S, max_per;
 	int64_t *off, *n, *per, *soff; /* per block: offset, numel, slots per rank, shard offset */
 	int64_t *own_b, *own_n;       /* per block: this rank's owned range (absolute), count */
-	bool *persist, *live;
-	/* full-length compute vectors: CPU fp32 params/grads (mappings owned here), GPU bf16
-	 * params / fp32 grads (owned by the engine) */
+	bool *persist, *live; /* live: CPU only (the GPU state tracks its own) */
+	/* CPU: the full-length fp32 params/grads mappings (owned here); unused on the GPU */
 	void *params;
 	float *grads;
 	size_t map_bytes;
-	/* the rank's packed shard the gathers read: CPU fp32 master, GPU bf16 copy */
+	/* the rank's packed shard the gathers read: CPU fp32 master, GPU bf16 copy (NULL with
+	 * offload_param: the store holds it) */
 	const void *shard;
 	float *gacc;  /* CPU: packed reduced gradients, accumulated over micro-steps (S) */
-	void *stage;  /* W * max_per fp32 (host or device) */
+	void *stage;  /* CPU: W * max_per fp32 */
 	uint64_t live_bytes, live_peak;   /* gathered blocks, by block size */
 	uint64_t res_param_peak, res_grad_peak; /* CPU: mincore-measured resident bytes */
 	uint64_t gathers, reduces;

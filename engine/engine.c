@@ -32,14 +32,17 @@
  *            (sum over ranks of zeros outside each rank's own block), no extra kernel.
  *   Grad norm: partition sums of squares all-gathered and summed in rank order (the same bits
  *   on every rank), found_inf OR-ed; stage 0 needs none (the reduced gradients are identical).
- * Stage 3 at world size > 1 (zero3.c): the partition is the rank's packed shard of every block
- * (pb 0, pn = S slots); the model's per-block hooks gather a block into the full-length compute
- * vector before it is read and release it after (blocks under
- * stage3_param_persistence_threshold stay), and reduce-scatter a block's gradient as soon as
- * its backward is done (CPU: into gpart, the packed accumulator; GPU: kept in place in d_grads,
- * packed into d_gpart at the boundary). Adam runs over the packed shard (CPU: `shard`, the fp32
- * master; GPU: d_master + d_shard16, the bf16 copy the gathers read); after a step every block
- * is stale and is gathered again when next needed. */
+ * Stage 3 at world size > 1, or at any size with offload_param (zero3.c, zero3_gpu.c): the
+ * partition is the rank's packed shard of every block (pb 0, pn = S slots); the model's
+ * per-block hooks gather a block before it is read and release it after (blocks under
+ * stage3_param_persistence_threshold stay), and reduce-scatter a block's gradient as soon as its
+ * backward is done into gpart / d_gpart, the packed accumulator (GPU: device memory, or pinned
+ * host memory with offload_param). CPU: the gathers fill a full-length mapping whose pages come
+ * and go. GPU: no full-length vector; gathered blocks and gradients live in zero3's slots and
+ * gathers run ahead in the recorded order. Adam runs over the packed shard (CPU: `shard`, the
+ * fp32 master; GPU: d_master + d_shard16, the bf16 copy the gathers read, or the offloaded
+ * optimizer with its 16-bit output streamed to the parameter store, pstore.c); after a step
+ * every block is stale and is gathered again when next needed. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <math.h>

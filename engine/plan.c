@@ -110,25 +110,44 @@ evaluate(zinf_plan_option *o, const zinf_plan *p, const zinf_model_config *m,
 	uint64_t pb = job->param_buffer_size > Lmax ? job->param_buffer_size : Lmax;
 	uint64_t opt_elems = s >= 1 ? N : P;
 
+	/* zinf's ZeRO-3 path (engine.c: gathered blocks in slots, a packed shard) runs at W > 1 or
+	 * with offload_param; stage 3 at W 1 without it keeps full params and gradients like
+	 * stage 0 (and so do stages 1-2 at W 1, where the partition is everything) */
+	bool z3 = s == 3 && (W > 1 || o->param != ZINF_DEVICE_NONE);
+	bool poff = z3 && o->param != ZINF_DEVICE_NONE;
+
 	zinf_plan_tier ptier = ZINF_PLAN_GPU;
-	if (s == 3 && o->param == ZINF_DEVICE_CPU)
-		ptier = host;
-	else if (s == 3 && o->param == ZINF_DEVICE_NVME)
-		ptier = ZINF_PLAN_NVME;
-	add(o, "16-bit params", ptier, 2 * (s == 3 ? N : P));
-	if (s == 3 && o->param == ZINF_DEVICE_NVME)
+	if (poff)
+		ptier = o->param == ZINF_DEVICE_NVME ? ZINF_PLAN_NVME : host;
+	add(o, "16-bit params", ptier, 2 * (z3 ? N : P));
+	if (poff && o->param == ZINF_DEVICE_NVME)
 		add(o, "param swap buffers", ZINF_PLAN_PINNED, (uint64_t)job->param_buffer_count * pb * 2);
-	if (s == 3 && (W > 1 || o->param != ZINF_DEVICE_NONE))
-		add(o, "stage-3 gather buffers", ZINF_PLAN_GPU, 2 * 2 * Lmax);
-	add(o, "16-bit grads", ZINF_PLAN_GPU, 2 * (s >= 2 ? N : P));
-	if (s >= 2 && W > 1)
-		add(o, "grad reduce buffer", ZINF_PLAN_GPU, 2 * Lmax);
+	/* the slot pool at its smallest: the block in use and the one prefetched (2 x 2 B) plus
+	 * one fp32 gradient slot (4 B), each W x per ~ Lmax elements of the largest block
+	 * (embedding and head blocks included); stage3_max_live_parameters, prefetch_bucket_size
+	 * and max_reuse_distance (DeepSpeed's defaults) may keep more blocks live */
+	if (z3)
+		add(o, "stage-3 gather buffers", ZINF_PLAN_GPU, 2 * 2 * Lmax + 4 * Lmax);
+	/* gradients accumulate in fp32: the full vector (stage 2 reduce-scatters it in place), or
+	 * on the zero3 path the packed partition, in pinned host memory (cudaMallocHost, whatever
+	 * pin_memory says) with offload_param */
+	if (z3)
+		add(o, "fp32 grad partition", poff ? ZINF_PLAN_PINNED : ZINF_PLAN_GPU, 4 * N);
+	else
+		add(o, "fp32 grads", ZINF_PLAN_GPU, 4 * P);
 	zinf_plan_tier otier = o->opt == ZINF_DEVICE_NVME  ? ZINF_PLAN_NVME
 	                       : o->opt == ZINF_DEVICE_CPU ? host
 	                                                   : ZINF_PLAN_GPU;
 	add(o, "fp32 master + Adam m, v", otier, 12 * opt_elems);
+	/* per GPU work slot: the 12 B state chunk; with offload_param also the gradient slice
+	 * copied in from the host (4 B) and the 16-bit output (2 B), which leaves through as
+	 * many pinned sink slots */
 	if (o->opt != ZINF_DEVICE_NONE)
-		add(o, "optimizer work buffers", ZINF_PLAN_GPU, (uint64_t)job->opt_buffer_count * 12 * sg);
+		add(o, "optimizer work buffers", ZINF_PLAN_GPU,
+		    (uint64_t)job->opt_buffer_count * (poff ? 12 + 4 + 2 : 12) * sg);
+	if (o->opt != ZINF_DEVICE_NONE && poff)
+		add(o, "optimizer 16-bit sink", ZINF_PLAN_PINNED,
+		    (uint64_t)job->opt_buffer_count * 2 * sg);
 	if (o->opt == ZINF_DEVICE_NVME) {
 		uint64_t full = 12 * sg;
 		add(o, "optimizer swap buffers", ZINF_PLAN_PINNED,
@@ -186,6 +205,14 @@ check_fit(zinf_plan_option *o, const zinf_plan_hw *hw)
 	char name[sizeof(o->name)];
 	memcpy(name, o->name, sizeof(name)); /* o->why is written from it */
 	o->fits = false;
+	if (o->param != ZINF_DEVICE_NONE && o->opt == ZINF_DEVICE_NONE) {
+		/* zinf_engine_create refuses it: the optimizer writes the 16-bit parameters
+		 * straight to their offloaded home */
+		snprintf(o->why, sizeof(o->why),
+		         "%s: zinf runs offload_param only with offload_optimizer cpu or nvme too",
+		         name);
+		return;
+	}
 	if (uses_nvme && !hw->nvme_path[0]) {
 		snprintf(o->why, sizeof(o->why),
 		         "%s: needs an NVMe folder: pass --nvme_path DIR (or --tuned tuned.json)",
@@ -214,8 +241,9 @@ check_fit(zinf_plan_option *o, const zinf_plan_hw *hw)
 		return;
 	}
 	if (uses_nvme && hw->nvme_cap && o->bytes[ZINF_PLAN_NVME] > hw->nvme_cap / W) {
+		/* the path cut to what fits after a 63-byte name */
 		snprintf(o->why, sizeof(o->why),
-		         "%s: %.1f GiB of NVMe needed per rank, %.1f GiB free per rank under %.200s",
+		         "%s: %.1f GiB of NVMe needed per rank, %.1f GiB free per rank under %.160s",
 		         name, (double)o->bytes[ZINF_PLAN_NVME] / GIB,
 		         (double)(hw->nvme_cap / W) / GIB, hw->nvme_path);
 		return;

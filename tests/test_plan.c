@@ -47,7 +47,9 @@ near(double a, double b)
  *   P = 39,419,904 + 12*7,087,872 + 1,536 = 124,475,904
  * Activations per token per layer: 2*(4*768 + 36*64 + 768 + 2*3072) + 4*12 + 16 = 24,640;
  * B 8, T 1024: 8192*(12*24,640 + 4*768) = 2,447,376,384. Logits 4*8*1024*50304 =
- * 1,648,361,472. Stage 0 GPU: 2P + 2P + 12P + act + logits + 1 GiB = 7,161,094,144. */
+ * 1,648,361,472. Stage 0 GPU: 2P (bf16 params) + 4P (fp32 grads) + 12P + act + logits + 1 GiB
+ * = 2,240,566,272 + 2,447,376,384 + 1,648,361,472 + 1,073,741,824 = 7,410,045,952. Stage 3
+ * without offload_param at 1 GPU is not the zero3 path: the same bytes, no gather slots. */
 static void
 test_gpt2(void)
 {
@@ -71,11 +73,12 @@ test_gpt2(void)
 	T_CHECK(s0 != NULL, "stage 0 missing");
 	if (s0) {
 		T_CHECK_EQ_I64(item(s0, "logits (fp32)"), 1648361472ll);
-		T_CHECK_EQ_I64(s0->bytes[ZINF_PLAN_GPU], 7161094144ll);
+		T_CHECK_EQ_I64(item(s0, "fp32 grads"), 4 * 124475904ll);
+		T_CHECK_EQ_I64(s0->bytes[ZINF_PLAN_GPU], 7410045952ll);
 		T_CHECK_EQ_I64(s0->bytes[ZINF_PLAN_PINNED], 0);
 		T_CHECK(s0->fits, "%s", s0->why);
-		/* every option fits on 80 GB: stage 0 is the fastest (no comm at W 1; ties go to
-		 * the lower stage) */
+		/* all fit on 80 GB but offload_param without offload_optimizer: stage 0 is the
+		 * fastest (no comm at W 1; ties go to the lower stage) */
 		T_CHECK_EQ_I64(p->best, index_of(p, s0));
 		/* 28 B/param over 3000 GB/s HBM */
 		T_CHECK(near(s0->t_opt, 28.0 * 124475904 / 3000e9), "t_opt %g", s0->t_opt);
@@ -83,6 +86,14 @@ test_gpt2(void)
 		T_CHECK(near(s0->t_compute, tc), "%g vs %g", s0->t_compute, tc);
 		T_CHECK(near(s0->t_step, tc + s0->t_opt), "%g", s0->t_step);
 	}
+	const zinf_plan_option *s3 = find(p, 3, ZINF_DEVICE_NONE, ZINF_DEVICE_NONE);
+	T_CHECK(s3 && s0 && s3->bytes[ZINF_PLAN_GPU] == s0->bytes[ZINF_PLAN_GPU] &&
+	                !item(s3, "stage-3 gather buffers") && !item(s3, "fp32 grad partition"),
+	        "stage 3 at W 1: %llu B", s3 ? (unsigned long long)s3->bytes[ZINF_PLAN_GPU] : 0);
+	/* offload_param without offload_optimizer: zinf_engine_create refuses it */
+	const zinf_plan_option *po = find(p, 3, ZINF_DEVICE_NONE, ZINF_DEVICE_CPU);
+	T_CHECK(po && !po->fits && strstr(po->why, "offload_optimizer cpu or nvme"), "%s",
+	        po ? po->why : "-");
 	/* recompute: 8192 * (12*2*768 + 24,640 + 4*768) = 8192 * 46,144 = 378,011,648 */
 	T_CHECK_EQ_I64(zinf_plan_activation_bytes(&m, 8, 1024, true), 378011648ll);
 	/* NVMe options without a path or a bandwidth are rejected, naming the fix */
@@ -98,11 +109,12 @@ test_gpt2(void)
  *   final   = 4096 + 32000*4096 = 131,076,096
  *   P = 6,738,415,616; at 4 GPUs N = 1,684,603,904
  * Stage 3, optimizer cpu, params none, 4 GPUs, B 1, T 2048, recompute, sub-group 1e8, k 4:
- *   params 2N = 3,369,207,808; gather 4*Lmax = 809,533,440; grads 2N = 3,369,207,808;
- *   reduce buffer 2*Lmax = 404,766,720; work buffers 4*12*1e8 = 4,800,000,000;
- *   per token per layer 2*(4*4096 + 96*128 + 64*128 + 32*128 + 3*11008) + 128 + 8 = 148,104;
- *   activations 2048*(32*2*4096 + 148,104 + 4*4096) = 873,742,336; logits 4*2048*32000 =
- *   262,144,000; + 1 GiB  => GPU 14,962,343,936. Pinned: 12N = 20,215,246,848.
+ *   params 2N = 3,369,207,808; gather slots 2*2*Lmax + 4*Lmax = 8*202,383,360 =
+ *   1,619,066,880; fp32 grad partition 4N = 6,738,415,616; work buffers 4*12*1e8 =
+ *   4,800,000,000; per token per layer 2*(4*4096 + 96*128 + 64*128 + 32*128 + 3*11008) + 128
+ *   + 8 = 148,104; activations 2048*(32*2*4096 + 148,104 + 4*4096) = 873,742,336; logits
+ *   4*2048*32000 = 262,144,000; + 1 GiB 1,073,741,824 => GPU 18,736,318,464.
+ *   Pinned: 12N = 20,215,246,848.
  *   comm 3*(3/4)*2P / 100 GB/s; optimizer 12N / 25 GB/s. */
 static void
 test_llama(const char *dir)
@@ -127,17 +139,36 @@ test_llama(const char *dir)
 	const zinf_plan_option *o = find(p, 3, ZINF_DEVICE_CPU, ZINF_DEVICE_NONE);
 	T_CHECK(o != NULL, "missing");
 	if (o) {
-		T_CHECK_EQ_I64(item(o, "stage-3 gather buffers"), 809533440);
+		T_CHECK_EQ_I64(item(o, "stage-3 gather buffers"), 8 * 202383360ll);
+		T_CHECK_EQ_I64(item(o, "fp32 grad partition"), 4 * 1684603904ll);
 		T_CHECK_EQ_I64(item(o, "optimizer work buffers"), 4800000000ll);
 		T_CHECK_EQ_I64(item(o, "activations"), 873742336);
-		T_CHECK_EQ_I64(o->bytes[ZINF_PLAN_GPU], 14962343936ll);
+		T_CHECK_EQ_I64(o->bytes[ZINF_PLAN_GPU], 18736318464ll);
 		T_CHECK_EQ_I64(o->bytes[ZINF_PLAN_PINNED], 20215246848ll);
 		T_CHECK_EQ_I64(o->bytes[ZINF_PLAN_NVME], 0);
 		T_CHECK(near(o->t_comm, 3 * 0.75 * 2 * 6738415616.0 / 100e9), "%g", o->t_comm);
 		T_CHECK(near(o->t_opt, 12 * 1684603904.0 / 25e9), "%g", o->t_opt);
 		T_CHECK(o->fits, "%s", o->why);
 	}
-	/* stage 0 at 4 GPUs: 16 B/param of 6.7 G params cannot fit 80 GB */
+	/* offload_param cpu: params 2N and the grad partition 4N move to pinned host memory; the
+	 * work buffers carry the gradient slice and 16-bit output too, 4*(12+4+2)*1e8 =
+	 * 7,200,000,000, and the output leaves through 4*2*1e8 = 800,000,000 pinned sink bytes.
+	 * GPU 18,736,318,464 - 2N - 4N + 2,400,000,000 more work bytes = 11,028,695,040;
+	 * pinned 2N + 4N + 12N + 800,000,000 = 31,122,870,272 */
+	const zinf_plan_option *pc = find(p, 3, ZINF_DEVICE_CPU, ZINF_DEVICE_CPU);
+	T_CHECK(pc != NULL, "missing");
+	if (pc) {
+		T_CHECK_EQ_I64(item(pc, "fp32 grad partition"), 4 * 1684603904ll);
+		T_CHECK_EQ_I64(item(pc, "optimizer work buffers"), 7200000000ll);
+		T_CHECK_EQ_I64(item(pc, "optimizer 16-bit sink"), 800000000ll);
+		T_CHECK_EQ_I64(pc->bytes[ZINF_PLAN_GPU], 11028695040ll);
+		T_CHECK_EQ_I64(pc->bytes[ZINF_PLAN_PINNED], 31122870272ll);
+	}
+	/* stage 2 at 4 GPUs keeps the full fp32 gradient vector (reduce-scatter in place):
+	 * 4P = 26,953,662,464 */
+	const zinf_plan_option *s2 = find(p, 2, ZINF_DEVICE_CPU, ZINF_DEVICE_NONE);
+	T_CHECK(s2 && item(s2, "fp32 grads") == 4 * 6738415616ll, "stage 2 grads");
+	/* stage 0 at 4 GPUs: 18 B/param of 6.7 G params cannot fit 80 GB */
 	const zinf_plan_option *s0 = find(p, 0, ZINF_DEVICE_NONE, ZINF_DEVICE_NONE);
 	T_CHECK(s0 && !s0->fits && strstr(s0->why, "GiB of GPU memory needed per rank, 80.0 GiB "
 	                                            "available (--gpu_mem)"),

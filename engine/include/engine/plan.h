@@ -7,16 +7,25 @@
  * s = stage, B = micro batch, T = sequence length, k_o / k_p = optimizer / parameter
  * buffer_count, sg = min(sub_group_size, N), pb = offload_param.buffer_size (elements):
  *
- *   16-bit params            2 x (s == 3 ? N : P)   GPU; at stage 3 offload_param.device
+ * z3 = zinf's ZeRO-3 path: s == 3 with W > 1 or offload_param (engine.c; stage 3 at W 1
+ * without offload_param keeps full params and gradients on the GPU like stage 0):
+ *
+ *   16-bit params            2 x (z3 ? N : P)       GPU; on the z3 path offload_param.device
  *                            (cpu: pinned, or pageable without pin_memory; nvme: NVMe)
  *   param swap buffers       k_p x pb x 2           pinned, offload_param nvme only
- *   stage-3 gather buffers   2 x 2 x Lmax           GPU, stage 3 with W > 1 or params
- *                            offloaded (the block being used and one prefetched)
- *   16-bit grads             2 x (s >= 2 ? N : P)   GPU
- *   grad reduce buffer       2 x Lmax               GPU, stage >= 2 with W > 1
+ *   stage-3 gather buffers   2 x 2 x Lmax + 4 x Lmax  GPU, z3: the slot pool at its least,
+ *                            the block in use and the one prefetched (bf16) and one fp32
+ *                            gradient slot (DeepSpeed's live / prefetch / reuse defaults
+ *                            may keep more blocks)
+ *   fp32 grads               4 x P                  GPU, not z3 (stage 2 at W > 1 too: the
+ *                            full vector is reduce-scattered in place)
+ *   fp32 grad partition      4 x N                  z3: GPU, or pinned with offload_param
  *   fp32 master, Adam m, v   12 x (s >= 1 ? N : P)  offload_optimizer.device (none: GPU)
  *   optimizer work buffers   k_o x 12 x sg          GPU when the optimizer is offloaded (zinf
- *                            steps Adam on the GPU on streamed sub-groups, engine/optstep.h)
+ *                            steps Adam on the GPU on streamed sub-groups, engine/optstep.h);
+ *                            k_o x (12 + 4 + 2) x sg with offload_param (the gradient slice
+ *                            copied in and the 16-bit output per slot)
+ *   optimizer 16-bit sink    k_o x 2 x sg           pinned, with offload_param
  *   optimizer swap buffers   (k_o + 1) x 12 x sg + k_o x min(12 x sg, 16 MiB)  pinned,
  *                            optimizer on NVMe (what engine/optstep.c asks the swapper for)
  *   activations              GPU, see zinf_plan_activation_bytes()
@@ -142,7 +151,8 @@ uint64_t zinf_plan_activation_bytes(const zinf_model_config *m, int B, int T, bo
 uint64_t zinf_plan_layer_act_bytes(const zinf_model_config *m);
 
 /* Every stage 0-3 x offload choice (stage 1/2: optimizer none|cpu; stage 3: optimizer and
- * params none|cpu|nvme), its bytes per tier per rank, predicted step time, and whether it fits;
+ * params none|cpu|nvme), its bytes per tier per rank, predicted step time, and whether it fits
+ * (offload_param without offload_optimizer never does: zinf_engine_create refuses it);
  * best = the fastest that fits (ties: the lower stage). -EINVAL for bad hw/job numbers. */
 int zinf_plan_compute(const zinf_model_config *m, const zinf_plan_hw *hw, const zinf_plan_job *job,
                       zinf_plan *out, char *err, size_t errlen);

@@ -593,16 +593,15 @@ create_device(zinf_engine *e)
 			if (budget && e->W > 1) {
 				/* the slot pool's decisions must be the same on every rank (they decide
 				 * which gathers run): all ranks budget for the largest fixed part */
-				float mib = (float)((fixed + (1u << 20) - 1) >> 20), *d = NULL;
-				int cr = cudaMalloc((void **)&d, sizeof(float)) != cudaSuccess ? -ENOMEM : 0;
-				if (!cr && cudaMemcpy(d, &mib, sizeof(float), cudaMemcpyHostToDevice))
-					cr = -EIO;
+				/* d_gather (allocated above at W > 1) as the device scratch: no allocation
+				 * that could fail on one rank and leave the others in the collective */
+				float mib = (float)((fixed + (1u << 20) - 1) >> 20), *d = (float *)e->d_gather;
+				int cr = cudaMemcpy(d, &mib, sizeof(float), cudaMemcpyHostToDevice) ? -EIO : 0;
+				int ar = zinf_comm_all_reduce(e->comm, d, d, 1, ZINF_COMM_F32, ZINF_COMM_MAX);
 				if (!cr)
-					cr = zinf_comm_all_reduce(e->comm, d, d, 1, ZINF_COMM_F32,
-					                          ZINF_COMM_MAX);
+					cr = ar;
 				if (!cr && cudaMemcpy(&mib, d, sizeof(float), cudaMemcpyDeviceToHost))
 					cr = -EIO;
-				cudaFree(d);
 				if (cr)
 					return fail(e, cr, "rank %d: agreeing on the GPU memory budget: %s",
 					            e->rank, zinf_comm_error(e->comm));

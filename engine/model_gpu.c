@@ -139,22 +139,25 @@ zinf_gpu_model_set_hooks(zinf_gpu_model *m, const zinf_model_hooks *hooks)
 static const bf16 *
 blk_p(const zinf_gpu_model *m, const void *params, int b)
 {
-	const void *p = m->hooks.params_at ? m->hooks.params_at(m->hooks.ctx, b) : NULL;
-	return p ? (const bf16 *)p : (const bf16 *)params + m->lay->block_offset[b];
+	if (m->hooks.params_at) /* its owner has no full-length vector: no fallback */
+		return m->hooks.params_at(m->hooks.ctx, b);
+	return (const bf16 *)params + m->lay->block_offset[b];
 }
 
 static float *
 blk_g(const zinf_gpu_model *m, float *grads, int b)
 {
-	float *g = m->hooks.grads_at ? m->hooks.grads_at(m->hooks.ctx, b) : NULL;
-	return g ? g : grads + m->lay->block_offset[b];
+	if (m->hooks.grads_at) /* NULL: the hook failed (check_g reports it) */
+		return m->hooks.grads_at(m->hooks.ctx, b);
+	return grads + m->lay->block_offset[b];
 }
 
 /* Absolute offset `off` of block b's tensor (wte, lnf_w, ...), or NULL when off < 0. */
 static const bf16 *
 abs_p(const zinf_gpu_model *m, const void *params, int b, int64_t off)
 {
-	return off < 0 ? NULL : blk_p(m, params, b) + (off - m->lay->block_offset[b]);
+	const bf16 *p = off < 0 ? NULL : blk_p(m, params, b);
+	return p ? p + (off - m->lay->block_offset[b]) : NULL;
 }
 
 static float *

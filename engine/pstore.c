@@ -87,8 +87,8 @@ zinf_pstore_create(const zinf_pstore_opts *o, zinf_pstore **out, char *err, size
 	s->per = malloc((size_t)s->n * sizeof(int64_t));
 	if (!s->ids || !s->blk || !s->st || !s->held || !s->unsaved || !s->filled || !s->whatbuf || !s->soff ||
 	    !s->per) {
+		snprintf(err, errlen, "%s: out of memory", o->what ? o->what : "offload_param");
 		zinf_pstore_destroy(s);
-		snprintf(err, errlen, "%s: out of memory", s->o.what);
 		return -ENOMEM;
 	}
 	memcpy(s->soff, o->soff, (size_t)s->n * sizeof(int64_t));
@@ -331,11 +331,13 @@ zinf_pstore_write(zinf_pstore *s, uint64_t off, uint64_t n, const uint16_t *src)
 		while (s->st[b] == P_FETCH || s->st[b] == P_EVICT)
 			if ((rc = poll(s, 1)))
 				return rc;
+		if (s->held[b]) /* a read that landed for someone who did not give it back */
+			return psfail(s, -EBUSY, "%s: block %d is written while in use", s->o.what, b);
 		if (s->st[b] == P_HOST) { /* a cached copy: overwrite it in place */
-			s->cached -= (uint64_t)s->o.per[b];
-			s->unsaved[b] = false;
 			if ((rc = room(s, true)))
 				return rc;
+			s->cached -= (uint64_t)s->o.per[b];
+			s->unsaved[b] = false;
 			s->busy++;
 			s->st[b] = P_FILL;
 			s->filled[b] = 0;
@@ -455,6 +457,11 @@ zinf_pstore_acquire(zinf_pstore *s, int b, bool wait, const uint16_t **host)
 			                              (uint64_t)b))) {
 				if (rc == -EAGAIN && !wait)
 					return rc;
+				if (rc == -EAGAIN) { /* the swapper's operations are all in flight */
+					if ((rc = poll(s, 1)))
+						return rc;
+					continue;
+				}
 				return psfail(s, rc, "%s: reading block %d's parameters from NVMe: %s",
 				              s->o.what, b, offload_swapper_last_error(s->sw));
 			}

@@ -364,6 +364,21 @@ drop_ahead(zinf_zero3 *z, int b)
 	return 1;
 }
 
+/* Reads started ahead for blocks that were not gathered: let them land, give them back. */
+static void
+drain_ahead(zinf_zero3 *z)
+{
+	zinf_zero3_gpu *g = z->g;
+	for (int b = 0; g->o.store && b < z->nblocks; b++) {
+		if (!g->preq[b] || g->h2d[b])
+			continue;
+		const uint16_t *h;
+		if (!zinf_pstore_acquire(g->o.store, b, true, &h))
+			zinf_pstore_release(g->o.store, b);
+		g->preq[b] = false;
+	}
+}
+
 /* Enqueues block b's gather on the gather stream. demand false (prefetch): returns -EAGAIN
  * when the block's parameters are not in host memory yet (their read has been started). */
 static int
@@ -440,7 +455,10 @@ release_params(zinf_zero3 *z, int b)
 	zinf_zero3_gpu *g = z->g;
 	if (g->pst[b] != B_LIVE)
 		return;
-	slot_put(z, g->pslot[b], g->cs); /* after the compute stream's reads */
+	/* after the compute stream's reads; a prefetched block the compute stream never waited
+	 * for may still be landing: the slot is free once both are done */
+	(void)cudaStreamWaitEvent(g->cs, g->ready[b], 0);
+	slot_put(z, g->pslot[b], g->cs);
 	g->pslot[b] = -1;
 	g->pst[b] = B_NONE;
 	g->live_elems -= (uint64_t)g->slot_elems[b];
@@ -495,7 +513,7 @@ prefetch(zinf_zero3 *z)
 		/* W > 1: every rank must issue the same collectives in the same order, so a
 		 * prefetch never depends on when this rank's NVMe read finishes (it waits) */
 		int rc = gather(z, c, z->W > 1);
-		if (rc == -EAGAIN)
+		if (rc == -EAGAIN && z->W == 1)
 			break; /* its read from NVMe is under way */
 		if (rc)
 			return rc;
@@ -640,6 +658,7 @@ zinf_zero3_gpu_quiesce(zinf_zero3 *z)
 	}
 	GCU(z, cudaStreamSynchronize(g->gs), "waiting for gathers and gradient reductions");
 	h2d_reap(z, true);
+	drain_ahead(z); /* the optimizer writes the store next: no buffer may be held */
 	return 0;
 }
 
@@ -653,17 +672,13 @@ zinf_zero3_gpu_invalidate(zinf_zero3 *z)
 	}
 	if (g->o.store) {
 		h2d_reap(z, true);
-		for (int b = 0; b < z->nblocks; b++) {
-			if (!g->preq[b])
-				continue;
-			/* a read started for a prefetch that never ran: let it land, give it back */
-			const uint16_t *h;
-			if (!zinf_pstore_acquire(g->o.store, b, true, &h))
-				zinf_pstore_release(g->o.store, b);
-			g->preq[b] = false;
-		}
+		drain_ahead(z);
 		zinf_pstore_drop_cached(g->o.store);
 	}
+	/* the parameters changed on the compute stream (the GPU Adam writes the shard there):
+	 * later gathers on the gather stream come after that */
+	if (cudaEventRecord(g->cs_mark, g->cs) == cudaSuccess)
+		(void)cudaStreamWaitEvent(g->gs, g->cs_mark, 0);
 }
 
 void

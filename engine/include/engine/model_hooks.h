@@ -24,7 +24,8 @@
  * says where block b's bf16 parameters are for now, and grads_at(b) (called in backward before
  * the first write of block b's gradient in this backward, valid until grads_done(b)) where its
  * fp32 gradient accumulates; both point at the block's first element (element block_offset[b]
- * of the full vector). A NULL function or a NULL return means the caller's full-length vector.
+ * of the full vector). A NULL function means the caller's full-length vector; when set, the
+ * model uses what they return (grads_at NULL: the hook failed, the pass stops with an error).
  * ZeRO stage 3 uses them to keep only gathered blocks on the GPU. */
 #ifndef ZINF_ENGINE_MODEL_HOOKS_H
 #define ZINF_ENGINE_MODEL_HOOKS_H

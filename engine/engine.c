@@ -210,6 +210,47 @@ aio_opts(zinf_engine *e, iosched_opts *a)
 	}
 }
 
+/* GPU-stepped optimizer: buffer_count sub-groups sit in GPU memory at once (12 B per element,
+ * 18 B with offload_param: the gradient slice and the 16-bit output too). DeepSpeed configs
+ * often say sub_group_size 1e9 (DeepSpeed steps on the CPU), which would take tens of GiB of
+ * GPU memory here; the sub-group is capped so the buffers take at most 1/8 of the GPU (1/4 of
+ * --gpu_mem when given), with a warning naming the value used. Adam is elementwise: the
+ * sub-group size changes memory and overlap, never the result. */
+static void
+gpu_sub_group_cap(zinf_engine *e, zinf_optstep_opts *so)
+{
+#ifdef ZINF_HAVE_CUDA
+	size_t fr = 0, tot = 0;
+	if (!on_gpu(e) || cudaMemGetInfo(&fr, &tot) != cudaSuccess) {
+		(void)cudaGetLastError();
+		return;
+	}
+	uint64_t cap_bytes = (uint64_t)tot / 8;
+	if (e->o.gpu_mem_budget && e->o.gpu_mem_budget / 4 < cap_bytes)
+		cap_bytes = e->o.gpu_mem_budget / 4;
+	uint64_t per = e->cfg.offload_param.device != ZINF_DEVICE_NONE ? 18 : 12;
+	uint64_t k = so->buffer_count ? so->buffer_count : 1;
+	uint64_t cap = cap_bytes / (k * per) / (1u << 20) * (1u << 20); /* whole Mi elements */
+	if (cap < (1u << 20))
+		cap = 1u << 20;
+	if (so->sub_group_size <= cap)
+		return;
+	if (e->o.rank == 0)
+		zinf_log(ZINF_LOG_WARN, "engine",
+		         "%s: zero_optimization.sub_group_size %llu: %u GPU work buffers of it would "
+		         "take %.1f GiB; stepping %llu elements at a time instead (%.1f GiB, 1/%s); set "
+		         "sub_group_size to choose", e->cfg.path,
+		         (unsigned long long)so->sub_group_size, (unsigned)k,
+		         (double)(k * per * so->sub_group_size) / (double)(1u << 30),
+		         (unsigned long long)cap, (double)(k * per * cap) / (double)(1u << 30),
+		         e->o.gpu_mem_budget ? "4 of --gpu_mem" : "8 of the GPU's memory");
+	so->sub_group_size = cap;
+#else
+	(void)e;
+	(void)so;
+#endif
+}
+
 /* offload_param: the optimizer's 16-bit output goes to the parameter store. */
 static int
 pstore_sink(void *ctx, uint64_t off, uint64_t n, const void *p16)
@@ -237,6 +278,7 @@ optstep_open(zinf_engine *e)
 	so.run_id = e->o.run_id; /* points into e->run_id */
 	so.rank = (unsigned)e->o.rank;
 	so.buffer_count = (unsigned)oo->buffer_count;
+	gpu_sub_group_cap(e, &so);
 	/* Pipelining is on unless the file turns it off: DeepSpeed's default for these keys is
 	 * false, but here overlap never changes results, only speed. */
 	so.pipeline_read = e->cfg.src[ZINF_KEY_OOPT_PIPELINE_READ] == ZINF_SRC_DEFAULT ||

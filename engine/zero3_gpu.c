@@ -27,18 +27,22 @@ enum { B_NONE = 0, B_LIVE = 1 };
 
 struct zinf_zero3_gpu {
 	zinf_zero3_gpu_opts o;
-	cudaStream_t cs, gs;
-	bool own_gs;
-	cudaEvent_t cs_mark, gs_mark;
+	cudaStream_t cs, gs; /* compute stream (the model's), gather/reduce stream */
+	bool own_gs;         /* W 1: gs is ours; W > 1 it is the NCCL comm's */
+	cudaEvent_t cs_mark, gs_mark; /* one-off orderings between the two streams */
 	z3slot *slots;
 	int nslots, cap_slots;
-	int *pslot, *gslot;
-	unsigned char *pst;
-	bool *inuse, *h2d, *preq, *fresh;
-	cudaEvent_t *ready, *h2d_ev;
-	zinf_z3_order ord; /* the recorded block order (zero3_order.h) */
-	bool *keep;        /* scratch: blocks kept for reuse */
-	int64_t *slot_elems; /* per block: W * per */
+	/* per block */
+	int *pslot, *gslot;  /* its parameter / gradient slot, -1: none */
+	unsigned char *pst;  /* B_LIVE: gathered (or its gather enqueued) */
+	bool *inuse;         /* between params_needed and params_done */
+	bool *h2d;           /* store: its host slice is being copied to the GPU (h2d_ev) */
+	bool *preq;          /* store: it holds (or will hold) a store buffer we must give back */
+	bool *fresh;         /* its first reduction of this step overwrites gpart */
+	cudaEvent_t *ready, *h2d_ev; /* gather complete / host->GPU copy complete (on gs) */
+	int64_t *slot_elems; /* W * per */
+	zinf_z3_order ord;   /* the recorded block order (zero3_order.h) */
+	bool *keep;          /* scratch: blocks kept for reuse */
 	uint64_t slot_bytes, live_elems;
 };
 

@@ -133,6 +133,22 @@ struct zinf_engine {
 
 static void gpu_sample(zinf_engine *e);
 
+#ifdef ZINF_HAVE_CUDA
+/* Device bytes in use now beyond what was in use when the engine started (gpu_base), 0 when
+ * it cannot be read. */
+static uint64_t
+gpu_used(const zinf_engine *e)
+{
+	size_t fr = 0, tot = 0;
+	if (cudaMemGetInfo(&fr, &tot) != cudaSuccess) {
+		(void)cudaGetLastError();
+		return 0;
+	}
+	uint64_t used = tot - fr;
+	return used > e->gpu_base ? used - e->gpu_base : 0;
+}
+#endif
+
 static double
 now(void)
 {
@@ -628,9 +644,7 @@ create_device(zinf_engine *e)
 			}
 		}
 		if (ce == cudaSuccess) {
-			size_t fr = 0, tot = 0;
-			uint64_t used = cudaMemGetInfo(&fr, &tot) == cudaSuccess ? tot - fr : 0;
-			uint64_t fixed = used > e->gpu_base ? used - e->gpu_base : 0;
+			uint64_t fixed = gpu_used(e);
 			uint64_t budget = e->o.gpu_mem_budget;
 			if (budget && e->W > 1) {
 				/* the slot pool's decisions must be the same on every rank (they decide
@@ -677,9 +691,7 @@ create_device(zinf_engine *e)
 		}
 	}
 	if (ce == cudaSuccess && !e->z3 && e->o.gpu_mem_budget) {
-		size_t fr = 0, tot = 0;
-		uint64_t used = cudaMemGetInfo(&fr, &tot) == cudaSuccess ? tot - fr : 0;
-		uint64_t mine = used > e->gpu_base ? used - e->gpu_base : 0;
+		uint64_t mine = gpu_used(e);
 		if (mine > e->o.gpu_mem_budget)
 			return fail(e, -ENOMEM, "--gpu_mem %llu bytes: this engine already uses %llu "
 			            "bytes of GPU memory (bf16 parameters, fp32 gradients%s, "
@@ -1377,12 +1389,7 @@ static void
 gpu_sample(zinf_engine *e)
 {
 #ifdef ZINF_HAVE_CUDA
-	size_t fr = 0, tot = 0;
-	if (!on_gpu(e) || cudaMemGetInfo(&fr, &tot) != cudaSuccess) {
-		(void)cudaGetLastError();
-		return;
-	}
-	uint64_t used = tot - fr, mine = used > e->gpu_base ? used - e->gpu_base : 0;
+	uint64_t mine = on_gpu(e) ? gpu_used(e) : 0;
 	if (mine > e->gpu_peak)
 		e->gpu_peak = mine;
 #else

@@ -223,35 +223,29 @@ poll(zinf_pstore *s, unsigned min)
 		if (b < 0)
 			continue;
 		uint64_t bytes = slice_bytes(s, b);
-		if (ev[i].op == OFFLOAD_OP_FETCH) {
+		bool fetch = ev[i].op == OFFLOAD_OP_FETCH;
+		if (ev[i].res < 0 && !s->io_rc) { /* the first I/O error is the one reported */
+			s->io_rc = ev[i].res;
+			psfail(s, ev[i].res, "%s: %s block %d's parameters %s NVMe: %s", s->o.what,
+			       fetch ? "reading" : "writing", b, fetch ? "from" : "to",
+			       offload_swapper_last_error(s->sw));
+		}
+		if (fetch && ev[i].res < 0) {
 			s->busy--;
-			if (ev[i].res < 0) {
-				s->st[b] = P_NONE;
-				if (!s->io_rc) {
-					s->io_rc = ev[i].res;
-					psfail(s, ev[i].res, "%s: reading block %d's parameters from "
-					       "NVMe: %s", s->o.what, b, offload_swapper_last_error(s->sw));
-				}
-				continue;
-			}
+			s->st[b] = P_NONE;
+		} else if (fetch) {
 			s->st[b] = P_HOST;
-			s->held[b] = true; /* fetched for an acquire */
-			s->busy++;
+			s->held[b] = true; /* fetched for an acquire: its buffer stays busy */
 			s->stats.nvme_read += bytes;
+		} else if (ev[i].res < 0) {
+			/* the new values stay in the host copy (the NVMe copy is stale); the next
+			 * flush writes it again */
+			s->busy--;
+			s->st[b] = P_HOST;
+			s->unsaved[b] = true;
+			s->cached += (uint64_t)s->o.per[b];
 		} else {
 			s->busy--;
-			if (ev[i].res < 0) {
-				/* the new values stay in the host copy; the NVMe copy is stale */
-				s->st[b] = P_HOST;
-				s->unsaved[b] = true;
-				s->cached += (uint64_t)s->o.per[b];
-				if (!s->io_rc) {
-					s->io_rc = ev[i].res;
-					psfail(s, ev[i].res, "%s: writing block %d's parameters to NVMe: "
-					       "%s", s->o.what, b, offload_swapper_last_error(s->sw));
-				}
-				continue;
-			}
 			s->st[b] = P_NONE;
 			s->stats.nvme_written += bytes;
 		}

@@ -15,8 +15,8 @@
 
 #include "zero3.h"
 
-__attribute__((format(printf, 3, 4))) static int
-z3fail(zinf_zero3 *z, int rc, const char *fmt, ...)
+int
+zinf_zero3_fail(zinf_zero3 *z, int rc, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
@@ -220,7 +220,7 @@ gather_block(zinf_zero3 *z, int b)
 	const float *src = (const float *)z->shard + z->soff[b];
 	int rc = zinf_comm_all_gather(z->comm, src, z->stage, per, ZINF_COMM_F32);
 	if (rc)
-		return z3fail(z, rc, "ZeRO stage 3, rank %d: all-gathering block %d (%zu elements "
+		return zinf_zero3_fail(z, rc, "ZeRO stage 3, rank %d: all-gathering block %d (%zu elements "
 		              "per rank): %s", z->rank, b, per, zinf_comm_error(z->comm));
 	memcpy((float *)z->params + z->off[b], z->stage, n * sizeof(float));
 	z->gathers++;
@@ -286,7 +286,7 @@ hook_grads(void *ctx, int b)
 	int rc = zinf_comm_reduce_scatter(z->comm, z->stage, mine, per, ZINF_COMM_F32,
 	                                  ZINF_COMM_SUM);
 	if (rc)
-		return z3fail(z, rc, "ZeRO stage 3, rank %d: reduce-scattering block %d's gradients "
+		return zinf_zero3_fail(z, rc, "ZeRO stage 3, rank %d: reduce-scattering block %d's gradients "
 		              "(%zu elements per rank): %s", z->rank, b, per, zinf_comm_error(z->comm));
 	float *acc = z->gacc + z->soff[b];
 	for (int64_t i = 0; i < z->own_n[b]; i++)
@@ -390,7 +390,7 @@ zinf_zero3_gather_full(zinf_zero3 *z, const float *packed, float *out)
 		cudaError_t ce = cudaMalloc((void **)&stage, (size_t)z->max_per * (size_t)z->W *
 		                                                     sizeof(float));
 		if (ce != cudaSuccess)
-			return z3fail(z, -ENOMEM, "ZeRO stage 3: GPU staging for gathering the fp32 "
+			return zinf_zero3_fail(z, -ENOMEM, "ZeRO stage 3: GPU staging for gathering the fp32 "
 			              "master: %s", cudaGetErrorString(ce));
 	}
 #endif
@@ -404,7 +404,7 @@ zinf_zero3_gather_full(zinf_zero3 *z, const float *packed, float *out)
 			float *mine = stage + (size_t)z->rank * per;
 			if (cudaMemcpy(mine, packed + z->soff[b], per * sizeof(float),
 			               cudaMemcpyHostToDevice) != cudaSuccess)
-				rc = z3fail(z, -EIO, "ZeRO stage 3: copying block %d's master to the "
+				rc = zinf_zero3_fail(z, -EIO, "ZeRO stage 3: copying block %d's master to the "
 				            "GPU", b);
 			if (!rc)
 				rc = zinf_comm_all_gather(z->comm, mine, stage, per, ZINF_COMM_F32);
@@ -412,7 +412,7 @@ zinf_zero3_gather_full(zinf_zero3 *z, const float *packed, float *out)
 		}
 		if (rc) {
 			if (!z->err[0])
-				z3fail(z, rc, "ZeRO stage 3, rank %d: all-gathering block %d of the fp32 "
+				zinf_zero3_fail(z, rc, "ZeRO stage 3, rank %d: all-gathering block %d of the fp32 "
 				       "master: %s", z->rank, b, zinf_comm_error(z->comm));
 			break;
 		}
@@ -422,7 +422,7 @@ zinf_zero3_gather_full(zinf_zero3 *z, const float *packed, float *out)
 		}
 #ifdef ZINF_HAVE_CUDA
 		if (cudaMemcpy(out + z->off[b], stage, bytes, cudaMemcpyDeviceToHost) != cudaSuccess)
-			rc = z3fail(z, -EIO, "ZeRO stage 3: copying gathered block %d to the host", b);
+			rc = zinf_zero3_fail(z, -EIO, "ZeRO stage 3: copying gathered block %d to the host", b);
 #endif
 	}
 #ifdef ZINF_HAVE_CUDA

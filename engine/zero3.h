@@ -122,6 +122,10 @@ void zinf_zero3_expand(const zinf_zero3 *z, float *buf);
 /* The full fp32 vector from every rank's packed host shard (a collective): out gets N floats. */
 int zinf_zero3_gather_full(zinf_zero3 *z, const float *packed, float *out);
 
+/* Sets z->err from fmt and returns rc (zero3.c and zero3_gpu.c). */
+int zinf_zero3_fail(zinf_zero3 *z, int rc, const char *fmt, ...)
+        __attribute__((format(printf, 3, 4)));
+
 /* zero3_gpu.c */
 int zinf_zero3_gpu_init(zinf_zero3 *z, const zinf_zero3_gpu_opts *o, char *err, size_t errlen);
 void zinf_zero3_gpu_free(zinf_zero3 *z);

@@ -3,7 +3,6 @@
  * stream in the recorded block order. See zero3.h ("GPU"). */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,22 +45,12 @@ struct zinf_zero3_gpu {
 	uint64_t slot_bytes, live_elems;
 };
 
-__attribute__((format(printf, 3, 4))) static int
-gfail(zinf_zero3 *z, int rc, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(z->err, sizeof(z->err), fmt, ap);
-	va_end(ap);
-	return rc;
-}
-
 #define GCU(z, call, what)                                                                   \
 	do {                                                                                 \
 		cudaError_t e_ = (call);                                                     \
 		if (e_ != cudaSuccess) {                                                     \
 			(void)cudaGetLastError();                                            \
-			return gfail(z, -EIO, "ZeRO stage 3: %s: %s", what,                  \
+			return zinf_zero3_fail(z, -EIO, "ZeRO stage 3: %s: %s", what,                  \
 			             cudaGetErrorString(e_));                                \
 		}                                                                            \
 	} while (0)
@@ -258,7 +247,7 @@ slot_get(zinf_zero3 *z, size_t bytes, int *out)
 		}
 	}
 	if (g->o.slot_budget && g->slot_bytes + bytes > g->o.slot_budget)
-		return gfail(z, -ENOMEM, "ZeRO stage 3, rank %d: the GPU memory budget leaves %llu "
+		return zinf_zero3_fail(z, -ENOMEM, "ZeRO stage 3, rank %d: the GPU memory budget leaves %llu "
 		             "bytes for gathered blocks, %llu are in use and one more needs %zu; "
 		             "raise --gpu_mem or lower stage3_max_live_parameters",
 		             z->rank, (unsigned long long)g->o.slot_budget,
@@ -272,7 +261,7 @@ slot_get(zinf_zero3 *z, size_t bytes, int *out)
 			int nc = g->cap_slots ? 2 * g->cap_slots : 16;
 			z3slot *ns = realloc(g->slots, (size_t)nc * sizeof(*ns));
 			if (!ns)
-				return gfail(z, -ENOMEM, "ZeRO stage 3: out of host memory for slots");
+				return zinf_zero3_fail(z, -ENOMEM, "ZeRO stage 3: out of host memory for slots");
 			g->slots = ns;
 			g->cap_slots = nc;
 		}
@@ -286,7 +275,7 @@ slot_get(zinf_zero3 *z, size_t bytes, int *out)
 	if (ce != cudaSuccess) {
 		(void)cudaGetLastError();
 		s->p = NULL;
-		return gfail(z, -ENOMEM, "ZeRO stage 3, rank %d: %zu bytes of GPU memory for a "
+		return zinf_zero3_fail(z, -ENOMEM, "ZeRO stage 3, rank %d: %zu bytes of GPU memory for a "
 		             "gathered block (%llu held in %d slots): %s; lower "
 		             "stage3_max_live_parameters / stage3_prefetch_bucket_size or "
 		             "offload the parameters (offload_param)", z->rank, bytes,
@@ -412,7 +401,7 @@ gather(zinf_zero3 *z, int b, bool demand)
 			return rc;
 		}
 		if (rc)
-			return gfail(z, rc, "ZeRO stage 3, rank %d: block %d's parameters: %s", z->rank,
+			return zinf_zero3_fail(z, rc, "ZeRO stage 3, rank %d: block %d's parameters: %s", z->rank,
 			             b, zinf_pstore_error(g->o.store));
 		g->preq[b] = true;
 	}
@@ -436,7 +425,7 @@ gather(zinf_zero3 *z, int b, bool demand)
 		const uint16_t *src = host ? mine : (const uint16_t *)g->o.shard16 + z->soff[b];
 		rc = zinf_comm_all_gather_async(z->comm, src, slot, per, ZINF_COMM_BF16);
 		if (rc)
-			return gfail(z, rc, "ZeRO stage 3, rank %d: all-gathering block %d (%zu "
+			return zinf_zero3_fail(z, rc, "ZeRO stage 3, rank %d: all-gathering block %d (%zu "
 			             "elements per rank): %s", z->rank, b, per,
 			             zinf_comm_error(z->comm));
 	}
@@ -483,7 +472,7 @@ read_ahead(zinf_zero3 *z)
 			continue;
 		int r = zinf_pstore_prefetch(g->o.store, c);
 		if (r < 0)
-			return gfail(z, r, "ZeRO stage 3, rank %d: reading block %d's parameters ahead: "
+			return zinf_zero3_fail(z, r, "ZeRO stage 3, rank %d: reading block %d's parameters ahead: "
 			             "%s", z->rank, c, zinf_pstore_error(g->o.store));
 		if (r == 0)
 			break;
@@ -612,7 +601,7 @@ zinf_zero3_gpu_grads_done(zinf_zero3 *z, int b)
 		rc = zinf_comm_reduce_scatter_async(z->comm, slot, mine, per, ZINF_COMM_F32,
 		                                    ZINF_COMM_SUM);
 		if (rc)
-			return gfail(z, rc, "ZeRO stage 3, rank %d: reduce-scattering block %d's "
+			return zinf_zero3_fail(z, rc, "ZeRO stage 3, rank %d: reduce-scattering block %d's "
 			             "gradients (%zu elements per rank): %s", z->rank, b, per,
 			             zinf_comm_error(z->comm));
 	}
@@ -623,7 +612,7 @@ zinf_zero3_gpu_grads_done(zinf_zero3 *z, int b)
 		    "storing a block's reduced gradients");
 		g->fresh[b] = false;
 	} else if ((rc = zinf_add_f32_cuda(g->o.gpart + z->soff[b], mine, z->own_n[b], g->gs))) {
-		return gfail(z, rc, "ZeRO stage 3: accumulating block %d's gradients", b);
+		return zinf_zero3_fail(z, rc, "ZeRO stage 3: accumulating block %d's gradients", b);
 	}
 	slot_put(z, si, g->gs);
 	g->gslot[b] = -1;
@@ -657,7 +646,7 @@ zinf_zero3_gpu_quiesce(zinf_zero3 *z)
 	if (z->W > 1) {
 		int rc = zinf_comm_wait(z->comm);
 		if (rc)
-			return gfail(z, rc, "ZeRO stage 3, rank %d: waiting for gathers and gradient "
+			return zinf_zero3_fail(z, rc, "ZeRO stage 3, rank %d: waiting for gathers and gradient "
 			             "reductions: %s", z->rank, zinf_comm_error(z->comm));
 	}
 	GCU(z, cudaStreamSynchronize(g->gs), "waiting for gathers and gradient reductions");

@@ -657,6 +657,19 @@ selftest_round(zinf_comm *c, size_t n, bool gpu, uint64_t *sum)
 	for (size_t i = 0; i < n; i++)
 		bad += zinf_comm_bf16_to_f32(hh[i]) != (float)(W * (W - 1) / 2 + W * (int)(i % 3));
 	*sum = fnv(*sum, hh, n * 2);
+	/* 7: reduce sum to rank W/2, in place, asynchronous: (r+1) * (i%9) -> W(W+1)/2 * (i%9)
+	 * on the root, every other rank's buffer untouched. */
+	int root = W / 2;
+	for (size_t i = 0; i < n; i++)
+		af[i] = (float)((r + 1) * (int)(i % 9));
+	buf_sync(&a, true);
+	if ((rc = zinf_comm_wait_for_stream(c, NULL)) ||
+	    (rc = zinf_comm_reduce_async(c, a.dev, a.dev, n, ZINF_COMM_F32, ZINF_COMM_SUM, root)) ||
+	    (rc = zinf_comm_wait(c)))
+		goto out;
+	buf_sync(&a, false);
+	for (size_t i = 0; i < n; i++)
+		bad += af[i] != (float)((r == root ? W * (W + 1) / 2 : r + 1) * (int)(i % 9));
 	rc = zinf_comm_barrier(c);
 out:
 	buf_free(&a);

@@ -56,6 +56,7 @@ comm_kind_name(comm_kind k)
 	case COMM_ALL_REDUCE: return "all_reduce";
 	case COMM_BROADCAST: return "broadcast";
 	case COMM_BARRIER: return "barrier";
+	case COMM_REDUCE: return "reduce";
 	}
 	return "?";
 }
@@ -670,8 +671,9 @@ submit(zinf_comm *c, comm_call *call)
 	if (call->op > ZINF_COMM_MAX)
 		return comm_fail(c, -EINVAL, "%s #%llu: unknown reduction %d", name,
 		                 (unsigned long long)call->seq, (int)call->op);
-	if (call->kind == COMM_BROADCAST && (call->root < 0 || call->root >= c->world))
-		return comm_fail(c, -EINVAL, "broadcast #%llu: root %d is not a rank (0..%d)",
+	if ((call->kind == COMM_BROADCAST || call->kind == COMM_REDUCE) &&
+	    (call->root < 0 || call->root >= c->world))
+		return comm_fail(c, -EINVAL, "%s #%llu: root %d is not a rank (0..%d)", name,
 		                 (unsigned long long)call->seq, call->root, c->world - 1);
 	if (call->count && call->kind != COMM_BARRIER && (!call->recv || !call->send))
 		return comm_fail(c, -EINVAL, "%s #%llu: NULL buffer for %zu elements", name,
@@ -727,6 +729,14 @@ zinf_comm_broadcast(zinf_comm *c, void *buf, size_t count, zinf_comm_dtype dt, i
 }
 
 int
+zinf_comm_reduce(zinf_comm *c, const void *send, void *recv, size_t count, zinf_comm_dtype dt,
+                 zinf_comm_op op, int root)
+{
+	comm_call k = CALL(COMM_REDUCE, send, recv, count, dt, op, root, false);
+	return run_sync(c, &k);
+}
+
+int
 zinf_comm_barrier(zinf_comm *c)
 {
 	comm_call k = CALL(COMM_BARRIER, NULL, NULL, 0, ZINF_COMM_F32, ZINF_COMM_SUM, 0, false);
@@ -761,6 +771,14 @@ int
 zinf_comm_broadcast_async(zinf_comm *c, void *buf, size_t count, zinf_comm_dtype dt, int root)
 {
 	comm_call k = CALL(COMM_BROADCAST, buf, buf, count, dt, ZINF_COMM_SUM, root, true);
+	return run_sync(c, &k);
+}
+
+int
+zinf_comm_reduce_async(zinf_comm *c, const void *send, void *recv, size_t count,
+                       zinf_comm_dtype dt, zinf_comm_op op, int root)
+{
+	comm_call k = CALL(COMM_REDUCE, send, recv, count, dt, op, root, true);
 	return run_sync(c, &k);
 }
 

@@ -12,6 +12,7 @@ typedef enum comm_kind {
 	COMM_ALL_REDUCE = 2,
 	COMM_BROADCAST = 3,
 	COMM_BARRIER = 4,
+	COMM_REDUCE = 5,
 } comm_kind;
 
 /* One collective as the front end hands it to a backend; seq numbers them from 1 in call

@@ -181,6 +181,9 @@ nccl_run(zinf_comm *c, const comm_call *k)
 	case COMM_BROADCAST:
 		r = ncclBroadcast(k->send, k->recv, k->count, t, k->root, s->comm, s->stream);
 		break;
+	case COMM_REDUCE:
+		r = ncclReduce(k->send, k->recv, k->count, t, op, k->root, s->comm, s->stream);
+		break;
 	case COMM_BARRIER:
 		r = ncclAllReduce(s->scratch, s->scratch, 1, ncclFloat32, ncclSum, s->comm,
 		                  s->stream);

@@ -244,7 +244,7 @@ shm_run(zinf_comm *c, const comm_call *call)
 	me->count = call->count;
 	me->dt = call->dt;
 	me->op = call->op;
-	me->root = call->kind == COMM_BROADCAST ? call->root : 0;
+	me->root = call->kind == COMM_BROADCAST || call->kind == COMM_REDUCE ? call->root : 0;
 	/* Elements per chunk (per rank block for reduce_scatter). */
 	size_t per = call->kind == COMM_REDUCE_SCATTER ? sb / (W * es) : sb / es;
 	size_t n_total = call->kind == COMM_BARRIER ? 0 : call->count;
@@ -256,6 +256,7 @@ shm_run(zinf_comm *c, const comm_call *call)
 		switch (call->kind) {
 		case COMM_ALL_GATHER:
 		case COMM_ALL_REDUCE:
+		case COMM_REDUCE:
 			memcpy(slot, send + o * es, n * es);
 			break;
 		case COMM_REDUCE_SCATTER:
@@ -284,6 +285,10 @@ shm_run(zinf_comm *c, const comm_call *call)
 			break;
 		case COMM_REDUCE_SCATTER:
 			reduce_slots(c, s, (size_t)c->rank * n, n, call, recv + o * es);
+			break;
+		case COMM_REDUCE:
+			if (c->rank == call->root)
+				reduce_slots(c, s, 0, n, call, recv + o * es);
 			break;
 		case COMM_BROADCAST:
 			if (c->rank != call->root)

@@ -224,9 +224,12 @@ zinf_config_resolve(zinf_config *cfg, int64_t world_size, int64_t model_hidden, 
 		            (long long)cfg->aio_block_size, (long long)(lo ? lo : 4096),
 		            (long long)(lo + 4096));
 	}
-	/* DeepSpeed turns overlap_comm on by default for stage 3. */
+	/* overlap_comm unset: on at every stage. DeepSpeed turns it on by default only for stage
+	 * 3, because its overlap costs extra bucket buffers; zinf reduces the gradients in place
+	 * (zero_bucket.h, zero3_gpu.c), so overlapping costs no memory. false in the file is
+	 * honoured. */
 	if (cfg->src[ZINF_KEY_ZERO_OVERLAP_COMM] == ZINF_SRC_DEFAULT)
-		cfg->overlap_comm = cfg->stage == 3;
+		cfg->overlap_comm = true;
 	cfg->resolved = true;
 	return 0;
 }

@@ -70,6 +70,7 @@
 #include "iosched/log.h"
 #include "kernels/adam.h"
 #include "zero3.h"
+#include "zero_bucket.h"
 
 #define EMSG 1024
 
@@ -95,6 +96,10 @@ struct zinf_engine {
 	float *gpart;    /* CPU stage 2: the partition's accumulated gradients (pn) */
 	zinf_zero3 *z3;  /* stage 3 at W > 1 (zero3.h); NULL otherwise */
 	float *shard;    /* CPU stage 3: the packed fp32 master shard (pn = S) */
+	/* stages 0-2 at W > 1: gradients reduced in buckets from the backward's grads_done hook
+	 * (zero_bucket.h); `reduced`: the gradients of this accumulation window are reduced */
+	zinf_zero_bucket zb;
+	bool reduced;
 
 	/* CPU */
 	zinf_cpu_model *cpu;
@@ -711,6 +716,38 @@ create_device(zinf_engine *e)
 #endif
 }
 
+static float *gpu_grads(zinf_engine *e);
+
+/* Stages 0-2 at W > 1: the model's grads_done hook reduces the gradients in buckets of
+ * reduce_bucket_size elements while the backward runs (zero_bucket.h). */
+static int
+bucket_setup(zinf_engine *e)
+{
+	e->zb = (zinf_zero_bucket){
+	        .comm = e->comm,
+	        .grads = on_gpu(e) ? gpu_grads(e) : e->grads,
+	        .block_offset = e->lay.block_offset,
+	        .nblocks = e->lay.nblocks,
+	        .Np = e->Np,
+	        .per = e->per,
+	        .bucket = e->cfg.reduce_bucket_size,
+	        .all_reduce = e->cfg.stage == 0,
+	        .overlap = e->cfg.overlap_comm,
+	};
+#ifdef ZINF_HAVE_CUDA
+	e->zb.stream = on_gpu(e) ? (void *)e->stream : NULL;
+#endif
+	int rc = zinf_zero_bucket_check(&e->zb);
+	if (rc)
+		return fail(e, rc, "%s", e->zb.err);
+	zinf_model_hooks h = zinf_zero_bucket_hooks(&e->zb);
+	if (on_gpu(e))
+		zinf_gpu_model_set_hooks(e->gpu, &h);
+	else
+		zinf_cpu_model_set_hooks(e->cpu, &h);
+	return 0;
+}
+
 int
 zinf_engine_create(const zinf_model_config *mcfg, const zinf_config *cfg,
                    const zinf_engine_opts *opts, zinf_engine **out, char *err, size_t errlen)
@@ -898,6 +935,8 @@ zinf_engine_create(const zinf_model_config *mcfg, const zinf_config *cfg,
 	rc = create_device(e);
 	if (rc)
 		goto fail;
+	if (e->W > 1 && !e->z3 && (rc = bucket_setup(e)))
+		goto fail;
 	if (on_gpu(e) && !cfg->bf16_enabled && e->o.rank == 0)
 		zinf_log(ZINF_LOG_WARN, "engine",
 		         "%s: %s: the GPU model computes in bf16 (it has no %s kernels); %s",
@@ -1043,11 +1082,14 @@ gpu_grads(zinf_engine *e)
 #endif
 }
 
-/* Stage 3: what a failed hook said ("" otherwise), appended to the model's message. */
+/* What a failed hook said ("" otherwise), appended to the model's message: stage 3's, or
+ * the bucketed reduction's (stages 0-2 at W > 1). */
 static const char *
-z3_detail(const zinf_engine *e)
+hook_detail(const zinf_engine *e)
 {
-	return e->z3 && e->z3->err[0] ? e->z3->err : "";
+	if (e->z3)
+		return e->z3->err;
+	return e->W > 1 ? e->zb.err : "";
 }
 
 static int
@@ -1058,7 +1100,7 @@ model_forward(zinf_engine *e, const int32_t *tokens, const int32_t *targets, flo
 		rc = zinf_cpu_forward(e->cpu, e->params, tokens, targets, loss, NULL);
 		if (rc)
 			return fail(e, rc, "forward: %s%s%s", zinf_cpu_model_error(e->cpu),
-			            e->z3 && e->z3->err[0] ? ": " : "", z3_detail(e));
+			            hook_detail(e)[0] ? ": " : "", hook_detail(e));
 		return 0;
 	}
 	if (e->z3)
@@ -1068,7 +1110,7 @@ model_forward(zinf_engine *e, const int32_t *tokens, const int32_t *targets, flo
 		rc = zinf_gpu_loss(e->gpu, loss);
 	if (rc)
 		return fail(e, rc, "forward: %s%s%s", zinf_gpu_model_error(e->gpu),
-		            e->z3 && e->z3->err[0] ? ": " : "", z3_detail(e));
+		            hook_detail(e)[0] ? ": " : "", hook_detail(e));
 	return 0;
 }
 
@@ -1089,61 +1131,33 @@ zinf_engine_eval(zinf_engine *e, const int32_t *tokens, const int32_t *targets, 
 	return model_forward(e, tokens, targets, loss);
 }
 
-/* The gradients summed over ranks (backward already divided by W): stage 0 all-reduces the
- * full buffer; stages 1-2 reduce-scatter it in place, the rank's block landing at grads + pb.
- * Stage 2 calls this after every backward: the CPU adds the block to its partition accumulator
- * and clears the scratch; the GPU clears everything but its block, so the next backward adds to
- * it and the next reduce-scatter sums (block + new) on this rank with (0 + new) elsewhere. */
+/* Stage 2 after every backward (its gradients were just reduced to their owners by the
+ * bucketed hook, zero_bucket.h; backward already divided by W): the CPU adds the rank's block
+ * (grads + pb) to its partition accumulator and clears the scratch; the GPU clears everything
+ * but its block, so the next backward adds to it and the next reduction sums (block + new) on
+ * this rank with (0 + new) elsewhere. */
 static int
-reduce_grads(zinf_engine *e)
+stage2_accumulate(zinf_engine *e)
 {
-	if (e->W == 1 || e->z3) /* stage 3: reduced block by block in the hooks */
-		return 0;
-	int rc;
-	const char *what = e->cfg.stage == 0 ? "all-reducing" : "reduce-scattering";
 	if (!on_gpu(e)) {
-		if (e->cfg.stage == 0)
-			rc = zinf_comm_all_reduce(e->comm, e->grads, e->grads, (size_t)e->N,
-			                          ZINF_COMM_F32, ZINF_COMM_SUM);
-		else
-			rc = zinf_comm_reduce_scatter(e->comm, e->grads, e->grads + e->pb,
-			                              (size_t)e->per, ZINF_COMM_F32, ZINF_COMM_SUM);
-		if (!rc && e->part_grads) {
-			const float *src = e->grads + e->pb;
-			for (int64_t i = 0; i < e->pn; i++)
-				e->gpart[i] += src[i];
-			memset(e->grads, 0, (size_t)e->Np * sizeof(float));
-		}
-	} else {
-#ifdef ZINF_HAVE_CUDA
-		rc = zinf_comm_wait_for_stream(e->comm, e->stream);
-		if (!rc && e->cfg.stage == 0)
-			rc = zinf_comm_all_reduce(e->comm, e->d_grads, e->d_grads, (size_t)e->N,
-			                          ZINF_COMM_F32, ZINF_COMM_SUM);
-		else if (!rc)
-			rc = zinf_comm_reduce_scatter(e->comm, e->d_grads, e->d_grads + e->pb,
-			                              (size_t)e->per, ZINF_COMM_F32, ZINF_COMM_SUM);
-		if (!rc)
-			rc = zinf_comm_stream_wait_comm(e->comm, e->stream);
-		if (!rc && e->part_grads) {
-			int64_t end = e->pb + e->per;
-			cudaError_t ce = cudaMemsetAsync(e->d_grads, 0, (size_t)e->pb * sizeof(float),
-			                                 e->stream);
-			if (ce == cudaSuccess)
-				ce = cudaMemsetAsync(e->d_grads + end, 0,
-				                     (size_t)(e->Np - end) * sizeof(float), e->stream);
-			if (ce != cudaSuccess)
-				return fail(e, -EIO, "clearing the reduced gradients: %s",
-				            cudaGetErrorString(ce));
-		}
-#else
-		rc = -ENODEV;
-#endif
+		const float *src = e->grads + e->pb;
+		for (int64_t i = 0; i < e->pn; i++)
+			e->gpart[i] += src[i];
+		memset(e->grads, 0, (size_t)e->Np * sizeof(float));
+		return 0;
 	}
-	if (rc)
-		return fail(e, rc, "rank %d: %s the gradients (%lld elements): %s", e->rank, what,
-		            (long long)(e->cfg.stage == 0 ? e->N : e->Np), zinf_comm_error(e->comm));
+#ifdef ZINF_HAVE_CUDA
+	int64_t end = e->pb + e->per;
+	cudaError_t ce = cudaMemsetAsync(e->d_grads, 0, (size_t)e->pb * sizeof(float), e->stream);
+	if (ce == cudaSuccess)
+		ce = cudaMemsetAsync(e->d_grads + end, 0, (size_t)(e->Np - end) * sizeof(float),
+		                     e->stream);
+	if (ce != cudaSuccess)
+		return fail(e, -EIO, "clearing the reduced gradients: %s", cudaGetErrorString(ce));
 	return 0;
+#else
+	return -ENODEV;
+#endif
 }
 
 /* The rank's reduced gradient partition (pn elements of fp32). */
@@ -1165,23 +1179,39 @@ zinf_engine_backward(zinf_engine *e)
 	if (!e->have_forward)
 		return fail(e, -EINVAL, "backward without a forward: call zinf_engine_forward() on "
 		            "the micro-batch first (once per backward)");
+	/* stages 0-1 at W > 1 reduce in the accumulation boundary's backward, once */
+	bool bucketed = e->W > 1 && !e->z3;
+	bool reduce_now = bucketed && (e->part_grads || zinf_engine_at_boundary(e));
+	if (reduce_now && e->reduced && !e->part_grads)
+		return fail(e, -EINVAL, "a second backward before zinf_engine_step(): the gradients "
+		            "of this micro-step are already reduced across the ranks; call "
+		            "zinf_engine_step() after every backward");
 	e->have_forward = false;
 	double t0 = now();
 	float scale = (float)(e->scaler.cur_scale / ((double)e->accum * (double)e->W));
 	int rc;
+	if (bucketed)
+		zinf_zero_bucket_arm(&e->zb, reduce_now);
 	if (!on_gpu(e)) {
 		rc = zinf_cpu_backward(e->cpu, e->params, e->grads, scale);
 		if (rc)
 			rc = fail(e, rc, "backward: %s%s%s", zinf_cpu_model_error(e->cpu),
-			          e->z3 && e->z3->err[0] ? ": " : "", z3_detail(e));
+			          hook_detail(e)[0] ? ": " : "", hook_detail(e));
 	} else {
 		rc = zinf_gpu_backward(e->gpu, gpu_params(e), gpu_grads(e), scale);
 		if (rc)
 			rc = fail(e, rc, "backward: %s%s%s", zinf_gpu_model_error(e->gpu),
-			          e->z3 && e->z3->err[0] ? ": " : "", z3_detail(e));
+			          hook_detail(e)[0] ? ": " : "", hook_detail(e));
 	}
-	if (!rc && e->part_grads)
-		rc = reduce_grads(e);
+	if (!rc && reduce_now) {
+		if (!zinf_zero_bucket_done(&e->zb))
+			rc = fail(e, -EPROTO, "rank %d: the backward ended before its gradients were "
+			          "reduced (no grads_done for block 0)", e->rank);
+		else
+			e->reduced = true;
+		if (!rc && e->part_grads)
+			rc = stage2_accumulate(e);
+	}
 	e->st.t_backward += now() - t0;
 	return rc;
 }
@@ -1429,11 +1459,24 @@ zinf_engine_step(zinf_engine *e)
 	if (!zinf_engine_at_boundary(e)) {
 		e->st.micro_steps++;
 		e->st.tokens += (uint64_t)e->B * (uint64_t)e->T;
+		e->reduced = false;
 		return 0;
 	}
 	double t0 = now();
 	zinf_grad_stats gs;
-	int rc = e->part_grads ? 0 : reduce_grads(e);
+	int rc = 0;
+	if (e->W > 1 && !e->z3) {
+		/* the boundary's backward reduced them (zero_bucket.h); wait here so that a failed
+		 * or timed-out collective is reported now, naming it */
+		if (!e->reduced)
+			return fail(e, -EINVAL, "step without a backward in this micro-step: the "
+			            "gradients were not reduced across the ranks; call "
+			            "zinf_engine_backward() before zinf_engine_step()");
+		e->reduced = false;
+		if ((rc = zinf_comm_wait(e->comm)))
+			rc = fail(e, rc, "rank %d: reducing the gradients: %s", e->rank,
+			          zinf_comm_error(e->comm));
+	}
 	/* stage 3 on the GPU: every reduction done, no gather left reading the shard */
 	if (!rc && e->z3 && on_gpu(e) && (rc = zinf_zero3_quiesce(e->z3)))
 		rc = fail(e, rc, "%s", e->z3->err);
@@ -1500,6 +1543,10 @@ void
 zinf_engine_get_stats(const zinf_engine *e, zinf_engine_stats *s)
 {
 	*s = e->st;
+	if (e->W > 1 && !e->z3) {
+		s->grad_buckets = (uint64_t)e->zb.flushes;
+		s->grad_collectives = (uint64_t)e->zb.issued;
+	}
 }
 
 const zinf_model_config *

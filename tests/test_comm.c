@@ -244,6 +244,25 @@ rank_collectives(const job *j, int rank)
 			}
 	}
 
+	/* reduce to every root, in place (async + wait): the root gets the sum, the others'
+	 * buffers stay as they were (stage 0-2 bucketed gradient reduction relies on both). */
+	for (int root = 0; root < W; root++) {
+		for (size_t i = 0; i < n; i++)
+			a[i] = (float)((rank + 1) * (int)(i % 17) + root);
+		if ((rc = zinf_comm_reduce_async(c, a, a, n, ZINF_COMM_F32, ZINF_COMM_SUM, root)) ||
+		    (rc = zinf_comm_wait(c)))
+			FAIL("reduce root %d: %s", root, zinf_comm_error(c));
+		for (size_t i = 0; i < n; i++) {
+			float want = rank == root ? (float)(W * (W + 1) / 2 * (int)(i % 17) + W * root)
+			                          : (float)((rank + 1) * (int)(i % 17) + root);
+			if (a[i] != want) {
+				FAIL("reduce root %d [%zu] = %g on rank %d, want %g", root, i, a[i],
+				     rank, want);
+				break;
+			}
+		}
+	}
+
 	/* bf16: all_reduce and reduce_scatter of small integers, all_gather of bit patterns. */
 	for (size_t i = 0; i < n * W; i++)
 		h[i] = zinf_comm_f32_to_bf16((float)(rank + (int)(i % 5)));

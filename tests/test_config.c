@@ -87,7 +87,13 @@ test_defaults_are_deepspeeds(void)
 	        "adam defaults");
 	for (int k = 0; k < ZINF_KEY_COUNT; k++)
 		T_CHECK(c.src[k] == ZINF_SRC_DEFAULT && !c.pending[k], "key %d", k);
-	/* Stage 3 turns overlap_comm on, as DeepSpeed does, unless the file says otherwise. */
+	/* Unset overlap_comm is on after resolve, at stage 3 as in DeepSpeed and at stage 2 too
+	 * (zinf's reductions are in place: overlap costs no memory); false in the file stays. */
+	T_CHECK_EQ_I64(load_json("{\"train_batch_size\": 8, \"zero_optimization\": "
+	                         "{\"stage\": 2}}",
+	                         NULL, 1, 0, &c),
+	               0);
+	T_CHECK(c.overlap_comm, "stage 2 overlap_comm default");
 	T_CHECK_EQ_I64(load_json("{\"train_batch_size\": 8, \"zero_optimization\": "
 	                         "{\"stage\": 3}}",
 	                         NULL, 1, 0, &c),

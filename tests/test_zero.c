@@ -5,6 +5,8 @@
  * reduction-order tolerance, and every rank must end with the same weights.
  * Suites (test_zero <suite>):
  *   dp2, dp4   stages 0, 1, 2 on 2 / 4 ranks (fp32, AdamW, clipping, WarmupDecayLR)
+ *   bucket     reduce_bucket_size / overlap_comm: stages 0-2 on 3 ranks, one bucket vs
+ *              5000-element buckets without overlap give the same bits
  *   offload    stages 1, 2 on 2 ranks with offload_optimizer cpu (nvme needs stage 3)
  *   zero3      stage 3 on 2 and 4 ranks, stage3_param_persistence_threshold 0 (every block
  *              gathered and released around each use) and 30000 (embeddings and head stay
@@ -55,6 +57,8 @@ typedef struct run_cfg {
 	const char *nvme_dir;
 	int64_t persist;     /* stage3_param_persistence_threshold (stage 3) */
 	const char *off_param; /* offload_param device (NULL: none) */
+	int64_t bucket;      /* reduce_bucket_size (0: the default) */
+	bool no_overlap;     /* overlap_comm false */
 } run_cfg;
 
 static int
@@ -71,8 +75,13 @@ make_engine(const run_cfg *rc, int rank, int world, int micro, zinf_engine **e, 
 		o += snprintf(off + o, sizeof(off) - (size_t)o,
 		              ", \"stage3_param_persistence_threshold\": %lld", (long long)rc->persist);
 	if (rc->off_param)
-		snprintf(off + o, sizeof(off) - (size_t)o, ", \"offload_param\": {\"device\": \"%s\"}",
-		         rc->off_param);
+		o += snprintf(off + o, sizeof(off) - (size_t)o,
+		              ", \"offload_param\": {\"device\": \"%s\"}", rc->off_param);
+	if (rc->bucket)
+		o += snprintf(off + o, sizeof(off) - (size_t)o, ", \"reduce_bucket_size\": %lld",
+		              (long long)rc->bucket);
+	if (rc->no_overlap)
+		snprintf(off + o, sizeof(off) - (size_t)o, ", \"overlap_comm\": false");
 	const char *fp16 = rc->fp16 ? "\"fp16\": {\"enabled\": true, \"initial_scale_power\": 21, "
 	                              "\"loss_scale_window\": 3}, "
 	                            : NULL;
@@ -84,6 +93,7 @@ make_engine(const run_cfg *rc, int rank, int world, int micro, zinf_engine **e, 
 typedef struct result {
 	float loss[S];
 	int64_t skipped;
+	uint64_t buckets, collectives; /* grad_buckets, grad_collectives */
 	zinf_engine_memory mem;
 	float *master; /* total_numel */
 } result;
@@ -125,6 +135,8 @@ train(const run_cfg *rc, int rank, int world, int micro, result *res)
 	zinf_engine_stats st;
 	zinf_engine_get_stats(e, &st);
 	res->skipped = st.skipped_steps;
+	res->buckets = st.grad_buckets;
+	res->collectives = st.grad_collectives;
 	zinf_engine_get_memory(e, &res->mem);
 	if (!r && zinf_engine_master(e, res->master)) {
 		fprintf(stderr, "rank %d: master: %s\n", rank, zinf_engine_error(e));
@@ -281,6 +293,58 @@ test_dp(int world)
 	for (int stage = 0; stage <= 2; stage++) {
 		run_cfg rc = {.stage = stage, .offload = "none"};
 		equivalence(&rc, world, NULL, NULL);
+	}
+}
+
+/* reduce_bucket_size and overlap_comm (zero_bucket.h): stages 0-2 on 3 ranks (partition
+ * boundaries fall inside blocks) with the default bucket (one reduction per backward, larger
+ * than the model) and with 5000-element buckets (blocks split, buckets crossing partitions),
+ * with overlap_comm off: the same bits (the shm backend sums in rank order either way), and
+ * the bucket and collective counts the settings imply. */
+static void
+test_bucket(void)
+{
+	enum { W = 3 };
+	int64_t n = numel(), small = 5000;
+	for (int stage = 0; stage <= 2; stage++) {
+		run_cfg one = {.stage = stage, .offload = "none"};
+		run_cfg many = {.stage = stage, .offload = "none", .bucket = small, .no_overlap = true};
+		result a[W], b[W];
+		memset(a, 0, sizeof(a));
+		memset(b, 0, sizeof(b));
+		int bad = run_ranks(&one, W, a, n);
+		bad += run_ranks(&many, W, b, n);
+		T_CHECK(bad == 0, "stage %d: %d rank runs failed", stage, bad);
+		if (bad)
+			continue;
+		/* reduced backwards: every one at stage 2, the boundary's at stages 0-1 */
+		uint64_t red = stage == 2 ? (uint64_t)S * A : (uint64_t)S;
+		uint64_t per_bwd = (uint64_t)((n + small - 1) / small);
+		for (int r = 0; r < W; r++) {
+			T_CHECK(a[r].buckets == red, "stage %d rank %d, default bucket: %llu buckets "
+			        "reduced, want %llu (one per reduced backward)", stage, r,
+			        (unsigned long long)a[r].buckets, (unsigned long long)red);
+			T_CHECK(b[r].buckets > a[r].buckets && b[r].collectives >= red * per_bwd,
+			        "stage %d rank %d, bucket %lld: %llu buckets, %llu collectives; want "
+			        "more than %llu buckets and at least %llu collectives", stage, r,
+			        (long long)small, (unsigned long long)b[r].buckets,
+			        (unsigned long long)b[r].collectives, (unsigned long long)a[r].buckets,
+			        (unsigned long long)(red * per_bwd));
+			T_CHECK(!memcmp(a[r].loss, b[r].loss, sizeof(a[r].loss)) &&
+			        !memcmp(a[r].master, b[r].master, (size_t)n * sizeof(float)),
+			        "stage %d rank %d: 5000-element buckets without overlap changed the "
+			        "losses or weights (first loss %.9g vs %.9g)", stage, r,
+			        (double)b[r].loss[0], (double)a[r].loss[0]);
+		}
+		printf("stage %d, %d ranks: default bucket %llu reductions (%llu collectives); "
+		       "bucket %lld, no overlap: %llu (%llu collectives), same bits\n", stage, W,
+		       (unsigned long long)a[0].buckets, (unsigned long long)a[0].collectives,
+		       (long long)small, (unsigned long long)b[0].buckets,
+		       (unsigned long long)b[0].collectives);
+		for (int r = 0; r < W; r++) {
+			free(a[r].master);
+			free(b[r].master);
+		}
 	}
 }
 
@@ -657,7 +721,7 @@ int
 main(int argc, char **argv)
 {
 	if (argc < 2) {
-		fprintf(stderr, "usage: %s dp2|dp4|offload|fp16|zero3|memory|refuse\n", argv[0]);
+		fprintf(stderr, "usage: %s dp2|dp4|bucket|offload|fp16|zero3|memory|refuse\n", argv[0]);
 		return T_EXIT_FAIL;
 	}
 	tiny_model();
@@ -668,6 +732,8 @@ main(int argc, char **argv)
 		test_dp(4);
 	else if (!strcmp(c, "offload"))
 		test_offload();
+	else if (!strcmp(c, "bucket"))
+		test_bucket();
 	else if (!strcmp(c, "fp16"))
 		test_fp16();
 	else if (!strcmp(c, "memory"))

@@ -96,7 +96,9 @@ int zinf_comm_stream_wait_comm(zinf_comm *c, void *stream);
 
 /* Collectives, blocking until done on this rank (or failed). count is elements.
  * all_gather: send has count elements, recv count * W (rank r's at recv + r * count).
- * reduce_scatter: send has count * W elements, recv count (the reduction of block `rank`). */
+ * reduce_scatter: send has count * W elements, recv count (the reduction of block `rank`).
+ * reduce: the reduction of every rank's send lands in root's recv (others' recv untouched;
+ * recv == send in place). */
 int zinf_comm_all_gather(zinf_comm *c, const void *send, void *recv, size_t count,
                          zinf_comm_dtype dt);
 int zinf_comm_reduce_scatter(zinf_comm *c, const void *send, void *recv, size_t count,
@@ -104,6 +106,8 @@ int zinf_comm_reduce_scatter(zinf_comm *c, const void *send, void *recv, size_t 
 int zinf_comm_all_reduce(zinf_comm *c, const void *send, void *recv, size_t count,
                          zinf_comm_dtype dt, zinf_comm_op op);
 int zinf_comm_broadcast(zinf_comm *c, void *buf, size_t count, zinf_comm_dtype dt, int root);
+int zinf_comm_reduce(zinf_comm *c, const void *send, void *recv, size_t count, zinf_comm_dtype dt,
+                     zinf_comm_op op, int root);
 int zinf_comm_barrier(zinf_comm *c);
 
 /* Asynchronous forms: enqueued on the comm stream and returned at once (nccl); the buffers
@@ -118,6 +122,8 @@ int zinf_comm_all_reduce_async(zinf_comm *c, const void *send, void *recv, size_
                                zinf_comm_dtype dt, zinf_comm_op op);
 int zinf_comm_broadcast_async(zinf_comm *c, void *buf, size_t count, zinf_comm_dtype dt,
                               int root);
+int zinf_comm_reduce_async(zinf_comm *c, const void *send, void *recv, size_t count,
+                           zinf_comm_dtype dt, zinf_comm_op op, int root);
 int zinf_comm_wait(zinf_comm *c);
 
 /* Number of CUDA devices this process sees (0 in CPU builds or without a driver). */

@@ -278,6 +278,9 @@ typedef struct zinf_engine_stats {
 	uint64_t opt_bytes_read, opt_bytes_written; /* optimizer swap traffic, summed */
 	uint64_t opt_nvme_read, opt_nvme_written;   /* of which NVMe, summed */
 	uint64_t host_pinned_peak; /* optimizer offload: most host (pinned) buffer bytes held */
+	/* stages 0-2 at world size > 1: gradient buckets reduced during the backward
+	 * (zero_optimization.reduce_bucket_size) and the collectives they took, summed */
+	uint64_t grad_buckets, grad_collectives;
 } zinf_engine_stats;
 void zinf_engine_get_stats(const zinf_engine *e, zinf_engine_stats *s);
 

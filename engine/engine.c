@@ -21,12 +21,14 @@
  * `per` elements long in a vector padded to W * per (the last rank's tail is padding), which is
  * what in-place reduce-scatter / all-gather need. Backward scales by 1 / (accum * W) and the
  * collectives SUM, which is the average over ranks.
- *   stage 0: at the boundary the gradients are all-reduced; every rank steps everything.
- *   stage 1: at the boundary the gradients are reduce-scattered in place (the rank's block
- *            lands at grads + pb); Adam runs over the partition (m, v are pn long, the offload
- *            handle covers pn); the updated partition is all-gathered into the full parameter
- *            copy (fp32 on the CPU, bf16 on the GPU).
- *   stage 2: the reduce-scatter happens after every backward. CPU: into a partition-sized
+ *   The reductions of stages 0-2 run inside the backward that needs them, in buckets of
+ *   reduce_bucket_size elements as blocks finish (zero_bucket.h), in place.
+ *   stage 0: the boundary's backward all-reduces the gradients; every rank steps everything.
+ *   stage 1: the boundary's backward reduces each partition's gradients onto its owner, in
+ *            place (the rank's block at grads + pb); Adam runs over the partition (m, v are pn
+ *            long, the offload handle covers pn); the updated partition is all-gathered into
+ *            the full parameter copy (fp32 on the CPU, bf16 on the GPU).
+ *   stage 2: every backward reduces (as stage 1). CPU: afterwards into a partition-sized
  *            accumulator (the full buffer is scratch, cleared after each reduce). GPU: in place;
  *            the rest of the buffer is cleared so the next backward adds to the reduced block
  *            (sum over ranks of zeros outside each rank's own block), no extra kernel.

@@ -11,8 +11,9 @@
 #           naming the budget; tokens/s next to the unlimited stage-2 run of the same model.
 #   sanity  gpt2-tiny under compute-sanitizer memcheck, racecheck, synccheck with offload_param cpu
 #           and nvme.
-#   sanity2 memcheck at GPUS GPUs (NCCL), every process; API errors not reported (NCCL probes
-#           kernels it has no image for and handles the error).
+#   sanity2 memcheck at GPUS GPUs (NCCL), every process, gpt2-tiny stage 3 with offload_param cpu
+#           and stage 2 with 20000-element gradient buckets; API errors not reported (NCCL
+#           probes kernels it has no image for and handles the error).
 #   ckpt    save at step 3 of 6 and resume from it: one GPU with offload_param nvme, and GPUS
 #           GPUs at stage 3 with offload_param cpu; steps 4-6 of the resumed run next to the
 #           uninterrupted one; then zinf ckpt consolidate and zinf eval of the consolidated
@@ -58,11 +59,16 @@ sanity)
 	;;
 sanity2)
 	cfg $w/t2.json 3 2 cpu 4096
-	echo "== compute-sanitizer memcheck (all processes): gpt2-tiny stage 3 on ${GPUS:-2} GPUs, offload_param cpu, accumulation 2"
-	timeout 300 compute-sanitizer --target-processes all --tool memcheck --report-api-errors no --error-exitcode 99 $Z train --num_gpus ${GPUS:-2} \
-		--config $w/t2.json --model gpt2-tiny --data $w/c.bin --steps 3 --seq_len 64 --per_device_train_batch_size 4 \
-		--device gpu > $out/sanitize2.log 2>&1; echo "rc $?"
-	grep -E "ERROR SUMMARY|done:" $out/sanitize2.log
+	cfg $w/t2b.json 2 2 none 4096
+	sed -i 's/"sub_group_size": 4096,/"sub_group_size": 4096, "reduce_bucket_size": 20000,/' $w/t2b.json
+	for t in "t2 stage 3, offload_param cpu" "t2b stage 2, reduce_bucket_size 20000"; do
+		set -- $t; f=$1; shift
+		echo "== compute-sanitizer memcheck (all processes): gpt2-tiny $* on ${GPUS:-2} GPUs, accumulation 2"
+		timeout 300 compute-sanitizer --target-processes all --tool memcheck --report-api-errors no --error-exitcode 99 $Z train --num_gpus ${GPUS:-2} \
+			--config $w/$f.json --model gpt2-tiny --data $w/c.bin --steps 3 --seq_len 64 --per_device_train_batch_size 4 \
+			--device gpu > $out/sanitize2_$f.log 2>&1; echo "rc $?"
+		grep -E "ERROR SUMMARY|done:" $out/sanitize2_$f.log
+	done
 	;;
 equal)
 	common="--model gpt2-124m --data $w/c.bin --steps 10 --seq_len 1024 --device gpu --seed 3 --no_shuffle"

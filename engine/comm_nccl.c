@@ -22,7 +22,11 @@
 
 #include "comm_internal.h"
 
-#define RING 64
+/* Collectives in flight before a new one must wait for the oldest: the bucketed gradient
+ * reduction (zero_bucket.h) issues one or more per bucket from the backward, and with small
+ * buckets (reduce_bucket_size "auto" = hidden^2) hundreds are queued behind the compute; a
+ * full ring would make the host wait inside the backward instead of enqueueing it. */
+#define RING 1024
 
 typedef struct pending {
 	cudaEvent_t ev;

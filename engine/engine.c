@@ -102,6 +102,7 @@ struct zinf_engine {
 	 * (zero_bucket.h); `reduced`: the gradients of this accumulation window are reduced */
 	zinf_zero_bucket zb;
 	bool reduced;
+	int zb_broken; /* a backward failed with reductions issued: the ranks are out of step */
 
 	/* CPU */
 	zinf_cpu_model *cpu;
@@ -1184,6 +1185,10 @@ zinf_engine_backward(zinf_engine *e)
 	/* stages 0-1 at W > 1 reduce in the accumulation boundary's backward, once */
 	bool bucketed = e->W > 1 && !e->z3;
 	bool reduce_now = bucketed && (e->part_grads || zinf_engine_at_boundary(e));
+	if (e->zb_broken)
+		return fail(e, e->zb_broken, "an earlier backward failed while its gradients were "
+		            "being reduced across the ranks, which are now out of step: restart the "
+		            "job (from the last checkpoint)");
 	if (reduce_now && e->reduced && !e->part_grads)
 		return fail(e, -EINVAL, "a second backward before zinf_engine_step(): the gradients "
 		            "of this micro-step are already reduced across the ranks; call "
@@ -1204,6 +1209,12 @@ zinf_engine_backward(zinf_engine *e)
 		if (rc)
 			rc = fail(e, rc, "backward: %s%s%s", zinf_gpu_model_error(e->gpu),
 			          hook_detail(e)[0] ? ": " : "", hook_detail(e));
+	}
+	if (rc && reduce_now) {
+		/* buckets already issued may still be reducing in place: let them finish (or time
+		 * out) before anything touches the gradients again, and stop this engine */
+		(void)zinf_comm_wait(e->comm);
+		e->zb_broken = rc;
 	}
 	if (!rc && reduce_now) {
 		if (!zinf_zero_bucket_done(&e->zb))
@@ -1458,10 +1469,20 @@ zero_grads(zinf_engine *e)
 int
 zinf_engine_step(zinf_engine *e)
 {
+	if (e->zb_broken)
+		return fail(e, e->zb_broken, "an earlier backward failed while its gradients were "
+		            "being reduced across the ranks, which are now out of step: restart the "
+		            "job (from the last checkpoint)");
 	if (!zinf_engine_at_boundary(e)) {
+		/* stage 2 reduced in this backward: wait for it here, so that a dead or hung peer is
+		 * reported (with the comm timeout) instead of blocking the next forward's sync */
+		int wr = e->reduced && e->part_grads ? zinf_comm_wait(e->comm) : 0;
+		e->reduced = false;
+		if (wr)
+			return fail(e, wr, "rank %d: reducing the gradients: %s", e->rank,
+			            zinf_comm_error(e->comm));
 		e->st.micro_steps++;
 		e->st.tokens += (uint64_t)e->B * (uint64_t)e->T;
-		e->reduced = false;
 		return 0;
 	}
 	double t0 = now();
@@ -2133,6 +2154,7 @@ out_agree:
 	st.tokens = (uint64_t)v[4];
 	st.last = ZINF_STEP_NONE;
 	e->st = st;
+	e->reduced = false; /* the loaded state has no gradients of this micro-step */
 	e->scaler.cur_scale = v[5];
 	e->scaler.cur_hysteresis = (int64_t)v[6];
 	e->scaler.cur_iter = (int64_t)v[7];

@@ -38,6 +38,7 @@ zinf_zero_bucket_arm(zinf_zero_bucket *z, bool on)
 {
 	z->armed = on;
 	z->hi = on ? z->Np : -1;
+	z->err[0] = 0;
 }
 
 bool
@@ -54,37 +55,48 @@ comm_err(zinf_zero_bucket *z, int rc, const char *what, int64_t a, int64_t n)
 	return rc;
 }
 
-/* Reduces [lo, hi) in place, in collectives of at most `bucket` elements. */
+/* Reduces [lo, hi) in place, in collectives of at most `bucket` elements. The whole vector in
+ * one bucket (a model smaller than reduce_bucket_size, stages 1-2) is one reduce-scatter
+ * rather than W reduces. */
 static int
 flush(zinf_zero_bucket *z, int64_t lo, int64_t hi)
 {
 	int rc = zinf_comm_wait_for_stream(z->comm, z->stream);
 	if (rc)
 		return comm_err(z, rc, "ordering the reduction of", lo, hi - lo);
+	if (!z->all_reduce && lo == 0 && hi == z->Np && z->Np <= z->bucket) {
+		int64_t mine = (int64_t)zinf_comm_rank(z->comm) * z->per;
+		rc = zinf_comm_reduce_scatter_async(z->comm, z->grads, z->grads + mine,
+		                                    (size_t)z->per, ZINF_COMM_F32, ZINF_COMM_SUM);
+		if (rc)
+			return comm_err(z, rc, "reduce-scattering the", lo, hi - lo);
+		z->issued++;
+		hi = lo; /* done */
+	}
 	for (int64_t a = lo; a < hi;) {
 		int64_t e = MIN(hi, a + z->bucket);
 		if (z->all_reduce) {
 			rc = zinf_comm_all_reduce_async(z->comm, z->grads + a, z->grads + a,
 			                                (size_t)(e - a), ZINF_COMM_F32, ZINF_COMM_SUM);
-			z->issued++;
 			if (rc)
 				return comm_err(z, rc, "all-reducing", a, e - a);
+			z->issued++;
 		} else {
 			for (int64_t r = a / z->per; r * z->per < e; r++) {
 				int64_t s = MAX(a, r * z->per), t = MIN(e, (r + 1) * z->per);
 				rc = zinf_comm_reduce_async(z->comm, z->grads + s, z->grads + s,
 				                            (size_t)(t - s), ZINF_COMM_F32, ZINF_COMM_SUM,
 				                            (int)r);
-				z->issued++;
 				if (rc)
 					return comm_err(z, rc, "reducing to their owner the", s, t - s);
+				z->issued++;
 			}
 		}
 		a = e;
 	}
-	z->flushes++;
 	if (!z->overlap && (rc = zinf_comm_stream_wait_comm(z->comm, z->stream)))
 		return comm_err(z, rc, "waiting for the reduction of", lo, hi - lo);
+	z->flushes++;
 	return 0;
 }
 
@@ -99,6 +111,13 @@ hook_grads_done(void *ctx, int block)
 		return -EINVAL;
 	}
 	int64_t lo = z->block_offset[block];
+	if (lo >= z->hi) { /* model_hooks.h: blocks finish in the order L+1, L, ..., 0, once */
+		snprintf(z->err, sizeof(z->err), "grads_done for block %d out of order (its gradients "
+		         "start at %lld, the unreduced ones end at %lld)", block, (long long)lo,
+		         (long long)z->hi);
+		z->armed = false;
+		return -EPROTO;
+	}
 	if (block > 0 && z->hi - lo < z->bucket)
 		return 0; /* the bucket is not full yet */
 	int rc = flush(z, lo, z->hi);

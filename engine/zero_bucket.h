@@ -11,8 +11,10 @@
  *               [r * per, (r + 1) * per) is summed onto rank r only (ncclReduce, root r), the
  *               same bytes on the wire as the reduce-scatter it replaces.
  * No collective covers more than reduce_bucket_size elements; a block larger than that is
- * reduced in pieces. The reduction is in place, so there is no bucket buffer: unlike DeepSpeed,
- * overlapping costs no memory.
+ * reduced in pieces. The whole vector in one bucket (a model smaller than reduce_bucket_size)
+ * is one reduce-scatter at stages 1-2, and nothing overlaps then: as in DeepSpeed, overlap
+ * needs buckets smaller than the model. The reduction is in place, so there is no bucket
+ * buffer: unlike DeepSpeed, overlapping costs no memory.
  *
  * GPU: collectives go on the comm stream after the compute stream's work so far (the backward
  * of the blocks in the range), so the backward of the blocks before them overlaps the
@@ -23,7 +25,8 @@
  * reduce-scatter / all-reduce (the shm backend sums in rank order either way).
  *
  * Every rank issues the same collectives in the same order: the hook sequence depends only on
- * the model config (model_hooks.h), and the bucket boundaries only on the layout. */
+ * the model config (model_hooks.h), and the bucket boundaries only on the layout. A grads_done
+ * out of that order is refused (-EPROTO) rather than reducing a range twice. */
 #ifndef ZINF_ENGINE_ZERO_BUCKET_H
 #define ZINF_ENGINE_ZERO_BUCKET_H
 

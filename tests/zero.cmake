@@ -23,3 +23,13 @@ foreach(_c record mismatch overflow reuse victim)
   add_test(NAME zero3_order_${_c} COMMAND test_zero3_order ${_c})
   set_tests_properties(zero3_order_${_c} PROPERTIES LABELS unit TIMEOUT 30)
 endforeach()
+
+# engine/zero_bucket: the bucketed stage 0-2 gradient reduction's bucket cuts and collective
+# counts through its grads_done hook on a one-rank comm; order violations refused.
+add_executable(test_zero_bucket test_zero_bucket.c)
+target_include_directories(test_zero_bucket PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}
+                                                    ${PROJECT_SOURCE_DIR}/engine)
+target_link_libraries(test_zero_bucket PRIVATE zinf_engine)
+target_compile_options(test_zero_bucket PRIVATE -UNDEBUG)
+add_test(NAME zero_bucket_cuts COMMAND test_zero_bucket)
+set_tests_properties(zero_bucket_cuts PROPERTIES LABELS unit TIMEOUT 30)

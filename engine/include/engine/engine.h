@@ -241,11 +241,17 @@ const char *zinf_engine_error(const zinf_engine *e);
  * *loss: mean cross-entropy (unscaled). */
 int zinf_engine_forward(zinf_engine *e, const int32_t *tokens, const int32_t *targets,
                         float *loss);
-/* Gradients of the last forward, accumulated: scaled by loss_scale / accumulation steps. */
+/* Gradients of the last forward, accumulated: scaled by loss_scale / accumulation steps.
+ * At world size > 1 (stages 0-2) the backward also reduces them across the ranks (every
+ * backward at stage 2, the accumulation boundary's at stages 0-1), so there one backward per
+ * micro-step, then zinf_engine_step(), is required: a second backward of the boundary's
+ * micro-step (stages 0-1) or a boundary step without one is refused. A backward that fails
+ * there leaves the ranks out of step: the engine refuses to continue (restart the job). */
 int zinf_engine_backward(zinf_engine *e);
 /* Counts a micro-step; at the accumulation boundary: unscale, global-norm clip
  * (gradient_clipping), overflow check (skip + lower scale), Adam/AdamW with the scheduled lr,
- * then the scheduler step. Between boundaries it does nothing else. */
+ * then the scheduler step. Between boundaries it does nothing else (at world size > 1 it
+ * waits for the backward's reductions, reporting a failed or timed-out collective). */
 int zinf_engine_step(zinf_engine *e);
 bool zinf_engine_at_boundary(const zinf_engine *e); /* the next step() is a boundary */
 /* Loss of a batch without touching gradients (validation). */

@@ -458,7 +458,12 @@ zinf_train_main(int argc, char **argv)
 	int64_t A = zinf_engine_accum_steps(e);
 	printf("zinf train: %s (%.2fM params) on %s, %s, micro-batch %d x %ld tokens x %lld "
 	       "accumulation, %ld steps%s\n", mc.name, (double)zinf_engine_layout(e)->n_params / 1e6,
-	       gpu ? "GPU" : "CPU", cfg.fp16_enabled ? "fp16" : cfg.bf16_enabled ? "bf16" : "fp32",
+	       gpu ? "GPU" : "CPU",
+	       cfg.fp16_enabled                                              ? "fp16"
+	       : cfg.bf16_enabled                                            ? "bf16"
+	       : cfg.offload_param.device != ZINF_DEVICE_NONE && cfg.stage == 3
+	               ? "fp32 on bf16-stored parameters (offload_param)"
+	               : "fp32",
 	       B, seq_len, (long long)A, steps, start ? " (resumed)" : "");
 	if (world > 1) {
 		zinf_engine_memory em;

@@ -42,9 +42,10 @@
  * host memory with offload_param). CPU: the gathers fill a full-length mapping whose pages come
  * and go. GPU: no full-length vector; gathered blocks and gradients live in zero3's slots and
  * gathers run ahead in the recorded order. Adam runs over the packed shard (CPU: `shard`, the
- * fp32 master; GPU: d_master + d_shard16, the bf16 copy the gathers read, or the offloaded
- * optimizer with its 16-bit output streamed to the parameter store, pstore.c); after a step
- * every block is stale and is gathered again when next needed. */
+ * fp32 master; GPU: d_master + d_shard16, the bf16 copy the gathers read; or, CPU and GPU, the
+ * offloaded optimizer with its 16-bit output streamed to the parameter store, pstore.c, whose
+ * bf16 slices the gathers then read); after a step every block is stale and is gathered again
+ * when next needed. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <math.h>
@@ -195,20 +196,6 @@ on_gpu(const zinf_engine *e)
 {
 	return e->o.device == ZINF_ENGINE_GPU;
 }
-
-#ifdef ZINF_HAVE_CUDA
-/* fp32 -> bf16, round to nearest even (NaN kept quiet) */
-static uint16_t
-f32_to_bf16(float f)
-{
-	uint32_t u;
-	memcpy(&u, &f, 4);
-	if ((u & 0x7fffffffu) > 0x7f800000u)
-		return (uint16_t)((u >> 16) | 0x40);
-	u += 0x7fffu + ((u >> 16) & 1u);
-	return (uint16_t)(u >> 16);
-}
-#endif
 
 static void
 set_err_from(zinf_engine *e, char *err, size_t errlen)
@@ -440,6 +427,32 @@ state_read(zinf_engine *e, float *master, float *m, float *v)
 #endif
 }
 
+/* offload_param: the partition's fp32 master, rounded to bf16, as the store's new contents
+ * (every gathered block is dropped first: they are stale). */
+static int
+pstore_put_master(zinf_engine *e, const float *master)
+{
+	uint16_t *p16 = malloc((size_t)e->pn * sizeof(uint16_t) + 1);
+	if (!p16)
+		return fail(e, -ENOMEM, "out of memory for the bf16 parameter copy (%lld elements)",
+		            (long long)e->pn);
+	for (int64_t i = 0; i < e->pn; i++)
+		p16[i] = zinf_comm_f32_to_bf16(master[i]);
+	int rc = zinf_zero3_quiesce(e->z3);
+	if (rc) {
+		free(p16);
+		return fail(e, rc, "%s", e->z3->err);
+	}
+	zinf_zero3_invalidate(e->z3);
+	rc = zinf_pstore_write(e->pstore, 0, (uint64_t)e->pn, p16);
+	if (!rc)
+		rc = zinf_pstore_flush(e->pstore);
+	free(p16);
+	if (rc)
+		return fail(e, rc, "%s", zinf_pstore_error(e->pstore));
+	return 0;
+}
+
 /* Sets master, m, v of the rank's partition (pn elements; m, v NULL: zeros) and the Adam step;
  * refreshes the model's parameters (all ranks: a collective at W > 1, stages 1-2). */
 static int
@@ -453,8 +466,13 @@ state_write(zinf_engine *e, const float *master, const float *m, const float *v,
 			            zinf_optstep_last_error(e->os));
 	}
 	if (!on_gpu(e)) {
-		if (master != master_part(e))
+		int rc = 0;
+		if (e->pstore)
+			rc = pstore_put_master(e, master);
+		else if (master != master_part(e))
 			memcpy(master_part(e), master, bytes);
+		if (rc)
+			return rc;
 		if (!e->os) {
 			if (m)
 				memcpy(e->m, m, bytes);
@@ -468,27 +486,18 @@ state_write(zinf_engine *e, const float *master, const float *m, const float *v,
 		return gather_params(e);
 	}
 #ifdef ZINF_HAVE_CUDA
-	uint16_t *p16 = malloc((size_t)e->pn * sizeof(uint16_t) + 1);
-	if (!p16)
-		return fail(e, -ENOMEM, "out of memory for the bf16 parameter copy (%lld elements)",
-		            (long long)e->pn);
-	for (int64_t i = 0; i < e->pn; i++)
-		p16[i] = f32_to_bf16(master[i]);
 	cudaError_t ce = cudaSuccess;
 	if (e->pstore) {
-		int rc = zinf_zero3_quiesce(e->z3);
-		if (rc) {
-			free(p16);
-			return fail(e, rc, "%s", e->z3->err);
-		}
-		zinf_zero3_invalidate(e->z3);
-		rc = zinf_pstore_write(e->pstore, 0, (uint64_t)e->pn, p16);
-		if (!rc)
-			rc = zinf_pstore_flush(e->pstore);
-		free(p16);
+		int rc = pstore_put_master(e, master);
 		if (rc)
-			return fail(e, rc, "%s", zinf_pstore_error(e->pstore));
+			return rc;
 	} else {
+		uint16_t *p16 = malloc((size_t)e->pn * sizeof(uint16_t) + 1);
+		if (!p16)
+			return fail(e, -ENOMEM, "out of memory for the bf16 parameter copy (%lld "
+			            "elements)", (long long)e->pn);
+		for (int64_t i = 0; i < e->pn; i++)
+			p16[i] = zinf_comm_f32_to_bf16(master[i]);
 		ce = cudaMemcpy(e->d_shard16 ? e->d_shard16 : e->d_p16 + e->pb, p16,
 		                (size_t)e->pn * 2, cudaMemcpyHostToDevice);
 		free(p16);
@@ -537,7 +546,7 @@ fast_init_fill(void *ctx, uint64_t off, uint64_t n, float *dst)
 		f->cap = n;
 	}
 	for (uint64_t i = 0; i < n; i++)
-		f->p16[i] = f32_to_bf16(dst[i]);
+		f->p16[i] = zinf_comm_f32_to_bf16(dst[i]);
 	cudaError_t ce = cudaMemcpy(e->d_p16 + e->pb + off, f->p16, n * 2, cudaMemcpyHostToDevice);
 	if (ce != cudaSuccess) {
 		fail(e, -EIO, "fast_init: copying parameters to the GPU: %s", cudaGetErrorString(ce));
@@ -575,11 +584,14 @@ create_device(zinf_engine *e)
 			/* the zero3 mappings: pages only for gathered blocks */
 			e->params = e->z3->params;
 			e->grads = e->z3->grads;
-			e->shard = calloc((size_t)e->pn, sizeof(float));
+			/* offload_param: no fp32 shard; the gathers read the store's bf16 slices and
+			 * the master lives with the offloaded optimizer */
+			e->shard = e->pstore ? NULL : calloc((size_t)e->pn, sizeof(float));
 			e->gpart = calloc((size_t)e->pn, sizeof(float));
 			e->z3->shard = e->shard;
+			e->z3->store = e->pstore;
 			e->z3->gacc = e->gpart;
-			if (!e->shard || !e->gpart)
+			if ((!e->shard && !e->pstore) || !e->gpart)
 				return fail(e, -ENOMEM, "out of host memory for the stage 3 shard (%zu "
 				            "bytes)", pbytes);
 			zinf_model_hooks h = zinf_zero3_hooks(e->z3);
@@ -783,13 +795,6 @@ zinf_engine_create(const zinf_model_config *mcfg, const zinf_config *cfg,
 	}
 	if (cfg->offload_param.device != ZINF_DEVICE_NONE) {
 		const char *dev = cfg->offload_param.device == ZINF_DEVICE_NVME ? "nvme" : "cpu";
-		if (opts->device != ZINF_ENGINE_GPU) {
-			snprintf(err, errlen, "%s: zero_optimization.offload_param.device %s: parameter "
-			         "offload moves GPU parameters to host memory or NVMe, and this engine "
-			         "runs on the CPU (its parameters are in host memory already); set it "
-			         "to \"none\" or train on a GPU", cfg->path, dev);
-			return -EINVAL;
-		}
 		if (cfg->offload_optimizer.device == ZINF_DEVICE_NONE) {
 			snprintf(err, errlen, "%s: zero_optimization.offload_param.device %s needs "
 			         "zero_optimization.offload_optimizer.device cpu or nvme too: the "
@@ -1393,8 +1398,9 @@ adam_apply(zinf_engine *e, const zinf_adam_cfg *a, float grad_mult)
 			return fail(e, rc, "optimizer step %lld failed: %s; the checkpoint written last "
 			            "is intact: resume from it with --resume",
 			            (long long)a->step, zinf_optstep_last_error(e->os));
-		if (!on_gpu(e)) {
-			/* the model computes with the offloaded master: refresh the working copy */
+		if (!on_gpu(e) && !e->pstore) {
+			/* the model computes with the offloaded master: refresh the working copy (with
+			 * offload_param the sink wrote the bf16 copy the gathers read) */
 			rc = zinf_optstep_read(e->os, master_part(e), NULL, NULL);
 			if (rc)
 				return fail(e, rc, "reading back the stepped weights: %s",
@@ -1597,7 +1603,8 @@ zinf_engine_get_memory(const zinf_engine *e, zinf_engine_memory *m)
 			m->opt_numel += e->z3->own_n[b];
 		if (!on_gpu(e)) {
 			m->param_gathered_peak = e->z3->res_param_peak;
-			m->param_bytes = pn * sizeof(float) + e->z3->res_param_peak;
+			/* the fp32 shard, or the bf16 store (host or NVMe) with offload_param */
+			m->param_bytes = pn * (e->pstore ? 2 : sizeof(float)) + e->z3->res_param_peak;
 			m->grad_bytes = pn * sizeof(float);
 			m->grad_scratch_bytes = e->z3->res_grad_peak;
 			if (e->grads16)

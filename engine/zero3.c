@@ -213,13 +213,27 @@ measure(zinf_zero3 *z, bool grads)
 
 /* ---- hooks ---- */
 
+/* CPU: block b's full parameters into the params mapping. The rank's slice comes from the
+ * fp32 shard, or with offload_param from the store (bf16, widened here; NVMe slices are read
+ * on demand); at W > 1 it is all-gathered in the staging buffer. */
 static int
 gather_block(zinf_zero3 *z, int b)
 {
 	size_t per = (size_t)z->per[b], n = (size_t)z->n[b];
-	const float *src = (const float *)z->shard + z->soff[b];
-	int rc = zinf_comm_all_gather(z->comm, src, z->stage, per, ZINF_COMM_F32);
-	if (rc)
+	float *mine = (float *)z->stage + (size_t)z->rank * per;
+	int rc;
+	if (z->store) {
+		const uint16_t *h;
+		if ((rc = zinf_pstore_acquire(z->store, b, true, &h)))
+			return zinf_zero3_fail(z, rc, "ZeRO stage 3, rank %d: block %d's parameters: %s",
+			                       z->rank, b, zinf_pstore_error(z->store));
+		for (size_t i = 0; i < per; i++)
+			mine[i] = zinf_comm_bf16_to_f32(h[i]);
+		zinf_pstore_release(z->store, b);
+	} else {
+		memcpy(mine, (const float *)z->shard + z->soff[b], per * sizeof(float));
+	}
+	if (z->W > 1 && (rc = zinf_comm_all_gather(z->comm, mine, z->stage, per, ZINF_COMM_F32)))
 		return zinf_zero3_fail(z, rc, "ZeRO stage 3, rank %d: all-gathering block %d (%zu elements "
 		              "per rank): %s", z->rank, b, per, zinf_comm_error(z->comm));
 	memcpy((float *)z->params + z->off[b], z->stage, n * sizeof(float));
@@ -283,8 +297,9 @@ hook_grads(void *ctx, int b)
 	measure(z, true);
 	memcpy(z->stage, g, n * sizeof(float));
 	memset((float *)z->stage + n, 0, (W * per - n) * sizeof(float));
-	int rc = zinf_comm_reduce_scatter(z->comm, z->stage, mine, per, ZINF_COMM_F32,
-	                                  ZINF_COMM_SUM);
+	int rc = W == 1 ? 0 /* one rank (offload_param): its slice is the whole block */
+	                : zinf_comm_reduce_scatter(z->comm, z->stage, mine, per, ZINF_COMM_F32,
+	                                           ZINF_COMM_SUM);
 	if (rc)
 		return zinf_zero3_fail(z, rc, "ZeRO stage 3, rank %d: reduce-scattering block %d's gradients "
 		              "(%zu elements per rank): %s", z->rank, b, per, zinf_comm_error(z->comm));

@@ -71,6 +71,7 @@ typedef struct zinf_zero3 {
 	/* the rank's packed shard the gathers read: CPU fp32 master, GPU bf16 copy (NULL with
 	 * offload_param: the store holds it) */
 	const void *shard;
+	zinf_pstore *store; /* CPU with offload_param: the bf16 slices' home (pstore.h) */
 	float *gacc;  /* CPU: packed reduced gradients, accumulated over micro-steps (S) */
 	void *stage;  /* CPU: W * max_per fp32 */
 	uint64_t live_bytes, live_peak;   /* gathered blocks, by block size */

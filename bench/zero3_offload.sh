@@ -21,6 +21,7 @@
 #   ranks   GPUS (default 2) GPUs, NCCL: stage 3 with offload_param none / cpu / nvme, micro-batch
 #           8/GPUS per rank, against one GPU at B 8 (the equal mode's reference); rank 0's
 #           loss (its own rows) and the global grad norm per step, and each rank's memory line.
+#   bufs    the budget mode's offload_param nvme run at each buffer_count in BCS (default "5 16").
 # MODES (default "sanity equal budget") picks; QD (default 32) is aio.queue_depth (fio runs at 32).
 set -u
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:$PWD/.gpu/lib NCCL_NVLS_ENABLE=0
@@ -146,6 +147,18 @@ budget)
 		done
 		rm -f $w/nvme/b.*
 	fi
+	;;
+bufs)
+	# the budget run (max_in_cpu 0) at each offload_param.buffer_count in BCS; the aio queue
+	# depth QD as above. Prints the per-step time split and the NVMe bytes.
+	common="--model gpt2-1.5b --data $w/c.bin --steps 6 --seq_len 1024 --per_device_train_batch_size ${BB:-1} --device gpu --gradient_checkpointing"
+	for bc in ${BCS:-5 16}; do
+		cfg $w/bc.json 3 1 nvme 10000000
+		sed -i "s/\"buffer_count\": 5/\"buffer_count\": $bc/" $w/bc.json
+		echo "== --gpu_mem 2G, stage 3 + offload_param nvme, max_in_cpu 0, buffer_count $bc"
+		timeout 300 $Z train --config $w/bc.json $common --gpu_mem 2G > $out/bc$bc.log 2>&1 || { echo failed; tail -8 $out/bc$bc.log; }
+		grep -E "time:|done:|memory:" $out/bc$bc.log | tail -3
+	done
 	;;
 esac
 done

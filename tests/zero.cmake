@@ -11,6 +11,9 @@ endforeach()
 add_test(NAME zero_launch COMMAND test_zero launch $<TARGET_FILE:zinf>)
 set_tests_properties(zero_launch PROPERTIES SKIP_RETURN_CODE 77 LABELS "unit;multi" TIMEOUT 300)
 add_dependencies(test_zero zinf)
+# 2 GPUs (NCCL), else exit 77: run on the GPU machine as build-x/tests/test_zero gpu2 build-x/bin/zinf
+add_test(NAME zero_gpu2 COMMAND test_zero gpu2 $<TARGET_FILE:zinf>)
+set_tests_properties(zero_gpu2 PROPERTIES SKIP_RETURN_CODE 77 LABELS gpu TIMEOUT 600)
 
 # engine/zero3_order: the block order stage 3 on the GPU records and follows (prefetch, reuse
 # distance, which kept block goes first), host logic tested without a GPU.

@@ -621,9 +621,10 @@ test_refuse(void)
 static char zinf_bin[4096];
 static const char *g_tmp; /* TMPDIR of the runs: their built-in corpus folders go there */
 
-/* Starts `zinf train --num_gpus 2 --device cpu ... ` with both streams into `log`. */
+/* Starts zinf with `args` (NULL-terminated, args[0] "zinf"), both streams into `log`, on a
+ * free MASTER_PORT, its built-in corpus under g_tmp. */
 static pid_t
-start_train(const char *log, const char *steps)
+spawn_zinf(const char *log, const char *const *args)
 {
 	char port[16];
 	snprintf(port, sizeof(port), "%d", t_free_port());
@@ -638,13 +639,22 @@ start_train(const char *log, const char *steps)
 		dup2(fd, 2);
 		setenv("MASTER_PORT", port, 1);
 		setenv("TMPDIR", g_tmp, 1);
+		setenv("NCCL_NVLS_ENABLE", "0", 1);
 		unsetenv("RANK");
 		unsetenv("WORLD_SIZE");
-		execl(zinf_bin, "zinf", "train", "--num_gpus", "2", "--device", "cpu", "--threads",
-		      "1", "--seq_len", "16", "--steps", steps, (char *)NULL);
+		execv(zinf_bin, (char *const *)args);
 		_exit(121);
 	}
 	return p;
+}
+
+/* Starts `zinf train --num_gpus 2 --device cpu ... ` with both streams into `log`. */
+static pid_t
+start_train(const char *log, const char *steps)
+{
+	const char *args[] = {"zinf", "train", "--num_gpus", "2", "--device", "cpu", "--threads",
+	                      "1", "--seq_len", "16", "--steps", steps, NULL};
+	return spawn_zinf(log, args);
 }
 
 static char *
@@ -769,32 +779,6 @@ test_launch(void)
 
 /* ---- 2 GPUs (NCCL): zinf train --num_gpus 2 against one GPU ---- */
 
-/* Runs zinf with `args` (NULL-terminated) in dir, output to log; exit code as wait_limit. */
-static int
-run_zinf(const char *log, const char *const *args, double limit_s)
-{
-	fflush(stdout);
-	fflush(stderr);
-	pid_t p = fork();
-	if (p == 0) {
-		int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-		if (fd < 0)
-			_exit(120);
-		dup2(fd, 1);
-		dup2(fd, 2);
-		char port[16];
-		snprintf(port, sizeof(port), "%d", t_free_port());
-		setenv("MASTER_PORT", port, 1);
-		setenv("TMPDIR", g_tmp, 1);
-		setenv("NCCL_NVLS_ENABLE", "0", 1);
-		unsetenv("RANK");
-		unsetenv("WORLD_SIZE");
-		execv(zinf_bin, (char *const *)args);
-		_exit(121);
-	}
-	return wait_limit(p, limit_s);
-}
-
 /* Grad norms of the progress lines ("[rank 0] " prefixed when `rank0`) into g[0..max). */
 static int
 grad_norms(const char *out, bool rank0, double *g, int max)
@@ -858,7 +842,8 @@ test_gpu2(void)
 		                     "gpt2-tiny", "--device", "gpu", "--steps", "6", "--seq_len", "64",
 		                     "--per_device_train_batch_size", "2", "--no_shuffle", "--seed", "3",
 		                     NULL};
-		int r1 = run_zinf(log1, one, 300), r2 = run_zinf(log2, two, 300);
+		int r1 = wait_limit(spawn_zinf(log1, one), 300);
+		int r2 = wait_limit(spawn_zinf(log2, two), 300);
 		char *o1 = slurp(log1), *o2 = slurp(log2);
 		double g1[8], g2[8];
 		int n1 = grad_norms(o1, false, g1, 8), n2 = grad_norms(o2, true, g2, 8);

@@ -1585,6 +1585,16 @@ zinf_engine_get_stats(const zinf_engine *e, zinf_engine_stats *s)
 		s->grad_buckets = (uint64_t)e->zb.flushes;
 		s->grad_collectives = (uint64_t)e->zb.issued;
 	}
+	if (e->pstore) {
+		zinf_pstore_stats ps;
+		zinf_pstore_get_stats(e->pstore, &ps);
+		s->param_nvme_read = ps.nvme_read;
+		s->param_nvme_written = ps.nvme_written;
+		s->t_param_read_wait = ps.wait_read_s;
+		s->t_param_buffer_wait = ps.wait_write_s;
+		s->t_param_flush = ps.wait_flush_s;
+		s->t_param_write = ps.write_s;
+	}
 }
 
 const zinf_model_config *

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "offload/offload.h"
@@ -29,6 +30,7 @@ struct zinf_pstore {
 	char *whatbuf;
 	int64_t *soff, *per;
 	zinf_pstore_stats stats;
+	double *wait_to; /* where a blocking poll adds its time (stats.wait_*_s) */
 	char err[768];
 };
 
@@ -206,6 +208,14 @@ zinf_pstore_error(const zinf_pstore *s)
 	return s->err;
 }
 
+static double
+now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 /* Completed swapper operations -> block states. Waits for `min` of them. */
 static int
 poll(zinf_pstore *s, unsigned min)
@@ -214,7 +224,10 @@ poll(zinf_pstore *s, unsigned min)
 	unsigned out = offload_outstanding(s->sw);
 	if (min > out)
 		min = out;
+	double t0 = min ? now_s() : 0;
 	int n = offload_poll(s->sw, ev, 16, min, min ? -1 : 0);
+	if (min && s->wait_to)
+		*s->wait_to += now_s() - t0;
 	if (n < 0)
 		return psfail(s, n, "%s: polling the parameter swap: %s", s->o.what,
 		              offload_swapper_last_error(s->sw));
@@ -290,8 +303,20 @@ uncache(zinf_pstore *s, int b)
 	}
 }
 
+static int write_range(zinf_pstore *s, uint64_t off, uint64_t n, const uint16_t *src);
+
 int
 zinf_pstore_write(zinf_pstore *s, uint64_t off, uint64_t n, const uint16_t *src)
+{
+	double t0 = now_s();
+	s->wait_to = &s->stats.wait_write_s;
+	int rc = write_range(s, off, n, src);
+	s->stats.write_s += now_s() - t0;
+	return rc;
+}
+
+static int
+write_range(zinf_pstore *s, uint64_t off, uint64_t n, const uint16_t *src)
 {
 	/* the first block the range touches: blocks are in packed order */
 	int lo = 0, hi = s->n - 1;
@@ -366,6 +391,7 @@ zinf_pstore_write(zinf_pstore *s, uint64_t off, uint64_t n, const uint16_t *src)
 int
 zinf_pstore_flush(zinf_pstore *s)
 {
+	s->wait_to = &s->stats.wait_flush_s;
 	for (int b = 0; b < s->n; b++)
 		if ((!s->o.nvme && s->filled[b]) || s->st[b] == P_FILL)
 			return psfail(s, -EIO, "%s: block %d's parameters were written in part (%lld "
@@ -409,6 +435,7 @@ int
 zinf_pstore_acquire(zinf_pstore *s, int b, bool wait, const uint16_t **host)
 {
 	*host = NULL;
+	s->wait_to = &s->stats.wait_read_s;
 	if (!s->o.nvme) {
 		*host = offload_chunk_ptr(s->sw, s->ids[b], OFFLOAD_TIER_HOST);
 		return *host ? 0 : psfail(s, -EIO, "%s: block %d has no host copy", s->o.what, b);

@@ -72,6 +72,10 @@ typedef struct zinf_pstore_stats {
 	uint64_t nvme_read, nvme_written; /* bytes, cumulative */
 	uint64_t host_bytes, host_peak;   /* host buffers (chunk copies) now / peak */
 	uint64_t store_bytes;             /* the whole shard (16-bit) */
+	/* seconds, cumulative: blocked on NVMe inside acquire/prefetch (reads), inside write
+	 * (waiting for a free buffer) and inside flush; write_s: all of zinf_pstore_write
+	 * (copies into the buffers + its waits) */
+	double wait_read_s, wait_write_s, wait_flush_s, write_s;
 } zinf_pstore_stats;
 void zinf_pstore_get_stats(const zinf_pstore *s, zinf_pstore_stats *st);
 

@@ -107,6 +107,8 @@ typedef struct result {
 	float loss[S];
 	int64_t skipped;
 	uint64_t buckets, collectives; /* grad_buckets, grad_collectives */
+	uint64_t param_nvme_read;      /* the engine stats' parameter-store figures */
+	double t_param_write;
 	zinf_engine_memory mem;
 	float *master; /* total_numel */
 } result;
@@ -150,6 +152,8 @@ train(const run_cfg *rc, int rank, int world, int micro, result *res)
 	res->skipped = st.skipped_steps;
 	res->buckets = st.grad_buckets;
 	res->collectives = st.grad_collectives;
+	res->param_nvme_read = st.param_nvme_read;
+	res->t_param_write = st.t_param_write;
 	zinf_engine_get_memory(e, &res->mem);
 	if (!r && zinf_engine_master(e, res->master)) {
 		fprintf(stderr, "rank %d: master: %s\n", rank, zinf_engine_error(e));
@@ -570,6 +574,12 @@ test_zero3(void)
 				        "%llu", offs[i], w, r, m->param_tier,
 				        (unsigned long long)m->param_nvme_read,
 				        (unsigned long long)m->param_nvme_written);
+				T_CHECK(ranks[r].param_nvme_read == m->param_nvme_read &&
+				                ranks[r].t_param_write > 0,
+				        "offload_param %s, rank %d: engine stats NVMe read %llu (memory "
+				        "report %llu), store write time %g s", offs[i], r,
+				        (unsigned long long)ranks[r].param_nvme_read,
+				        (unsigned long long)m->param_nvme_read, ranks[r].t_param_write);
 				if (r == 0)
 					printf("  offload_param %s, rank 0 of %d: params %llu B (bf16 shard + "
 					       "gathered peak), NVMe read %llu B, written %llu B\n", offs[i], w,

@@ -287,6 +287,12 @@ typedef struct zinf_engine_stats {
 	/* stages 0-2 at world size > 1: gradient buckets reduced during the backward
 	 * (zero_optimization.reduce_bucket_size) and the collectives they took, summed */
 	uint64_t grad_buckets, grad_collectives;
+	/* offload_param (the 16-bit parameter store), summed since create: NVMe bytes; seconds
+	 * blocked on its NVMe reads (gathers), on a free host buffer while the optimizer writes
+	 * its output, and in the end-of-step flush; and all of the optimizer's writes into the
+	 * store, copies included */
+	uint64_t param_nvme_read, param_nvme_written;
+	double t_param_read_wait, t_param_buffer_wait, t_param_flush, t_param_write;
 } zinf_engine_stats;
 void zinf_engine_get_stats(const zinf_engine *e, zinf_engine_stats *s);
 

@@ -542,11 +542,14 @@ zinf_train_main(int argc, char **argv)
 				double k = 1.0 / (double)(done - start);
 				printf("  parameter store: nvme read %.2f GB + written %.2f GB | waiting for "
 				       "reads %.1f ms, for buffers %.1f ms, in flush %.1f ms | optimizer "
-				       "writes %.1f ms (per step)\n",
+				       "writes %.1f ms (buffer allocation %.1f, copies %.1f, submitting "
+				       "%.1f) (per step)\n",
 				       1e-9 * (double)st.param_nvme_read * k,
 				       1e-9 * (double)st.param_nvme_written * k,
 				       1e3 * st.t_param_read_wait * k, 1e3 * st.t_param_buffer_wait * k,
-				       1e3 * st.t_param_flush * k, 1e3 * st.t_param_write * k);
+				       1e3 * st.t_param_flush * k, 1e3 * st.t_param_write * k,
+				       1e3 * st.t_param_write_alloc * k, 1e3 * st.t_param_write_copy * k,
+				       1e3 * st.t_param_write_submit * k);
 			}
 			fflush(stdout);
 			tlast = t;

@@ -1594,6 +1594,9 @@ zinf_engine_get_stats(const zinf_engine *e, zinf_engine_stats *s)
 		s->t_param_buffer_wait = ps.wait_write_s;
 		s->t_param_flush = ps.wait_flush_s;
 		s->t_param_write = ps.write_s;
+		s->t_param_write_alloc = ps.write_alloc_s;
+		s->t_param_write_copy = ps.write_copy_s;
+		s->t_param_write_submit = ps.write_submit_s;
 	}
 }
 

@@ -364,7 +364,10 @@ write_range(zinf_pstore *s, uint64_t off, uint64_t n, const uint16_t *src)
 			if ((rc = room(s, true)))
 				return rc;
 			void *p;
-			if ((rc = offload_chunk_alloc(s->sw, s->ids[b], OFFLOAD_TIER_HOST, &p)))
+			double t0 = now_s();
+			rc = offload_chunk_alloc(s->sw, s->ids[b], OFFLOAD_TIER_HOST, &p);
+			s->stats.write_alloc_s += now_s() - t0;
+			if (rc)
 				return psfail(s, rc, "%s: a host buffer for block %d: %s", s->o.what, b,
 				              offload_swapper_last_error(s->sw));
 			s->busy++;
@@ -375,12 +378,18 @@ write_range(zinf_pstore *s, uint64_t off, uint64_t n, const uint16_t *src)
 		dst = offload_chunk_ptr(s->sw, s->ids[b], OFFLOAD_TIER_HOST);
 		if (!dst)
 			return psfail(s, -EIO, "%s: block %d's host buffer is missing", s->o.what, b);
+		double t0 = now_s();
 		memcpy((uint16_t *)dst + (a - bs), src + (a - off), (z - a) * 2);
+		double t1 = now_s();
+		s->stats.write_copy_s += t1 - t0;
 		s->filled[b] += (int64_t)(z - a);
 		if (s->filled[b] < s->o.per[b])
 			continue;
-		if ((rc = offload_chunk_dirty(s->sw, s->ids[b], OFFLOAD_TIER_HOST)) ||
-		    (rc = offload_chunk_evict(s->sw, s->ids[b], OFFLOAD_TIER_HOST, (uint64_t)b)))
+		rc = offload_chunk_dirty(s->sw, s->ids[b], OFFLOAD_TIER_HOST);
+		if (!rc)
+			rc = offload_chunk_evict(s->sw, s->ids[b], OFFLOAD_TIER_HOST, (uint64_t)b);
+		s->stats.write_submit_s += now_s() - t1;
+		if (rc)
 			return psfail(s, rc, "%s: writing block %d's parameters to NVMe: %s",
 			              s->o.what, b, offload_swapper_last_error(s->sw));
 		s->st[b] = P_EVICT;

@@ -76,6 +76,8 @@ typedef struct zinf_pstore_stats {
 	 * (waiting for a free buffer) and inside flush; write_s: all of zinf_pstore_write
 	 * (copies into the buffers + its waits) */
 	double wait_read_s, wait_write_s, wait_flush_s, write_s;
+	/* parts of write_s (nvme): host buffer allocation, copies, submitting the NVMe writes */
+	double write_alloc_s, write_copy_s, write_submit_s;
 } zinf_pstore_stats;
 void zinf_pstore_get_stats(const zinf_pstore *s, zinf_pstore_stats *st);
 

@@ -293,6 +293,7 @@ typedef struct zinf_engine_stats {
 	 * store, copies included */
 	uint64_t param_nvme_read, param_nvme_written;
 	double t_param_read_wait, t_param_buffer_wait, t_param_flush, t_param_write;
+	double t_param_write_alloc, t_param_write_copy, t_param_write_submit; /* parts of it */
 } zinf_engine_stats;
 void zinf_engine_get_stats(const zinf_engine *e, zinf_engine_stats *s);
 

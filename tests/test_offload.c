@@ -364,7 +364,14 @@ test_host_pool(void)
 	memset(a, 7, 600 << 10);
 	T_CHECK(offload_host_alloc(p, 600 << 10, &b) == -ENOBUFS, "budget");
 	offload_host_free(p, a);
-	T_CHECK(offload_host_alloc(p, 600 << 10, &b) == 0, "after free");
+	T_CHECK(offload_host_alloc(p, 600 << 10, &b) == 0 && b == a &&
+	                ((unsigned char *)b)[4095] == 7,
+	        "after free: the kept pageable buffer (pages still in) comes back");
+	offload_host_free(p, b);
+	/* a size the kept buffer's budget is needed for: it is released for it */
+	T_CHECK(offload_host_alloc(p, 900 << 10, &b) == 0, "kept pageable buffer released for room");
+	offload_host_pool_usage(p, &u);
+	T_CHECK_EQ_I64(u.in_use, 900 << 10);
 	offload_host_pool_destroy(p); /* frees b */
 
 	offload_host_pool_opts_init(&ho);

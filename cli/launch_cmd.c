@@ -29,6 +29,7 @@
 
 #include "commands.h"
 #include "engine/comm.h"
+#include "iosched/iosched.h"
 
 #ifdef ZINF_HAVE_CUDA
 #include <cuda_runtime_api.h>
@@ -164,13 +165,6 @@ signal_all(child *ch, int n, int sig)
 			kill(-ch[i].pid, sig); /* its process group: the rank and what it started */
 }
 
-static double
-now_s(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static pid_t
 spawn(const char *exe, char **args, child *c, char **env_kv, int nkv)
@@ -388,7 +382,7 @@ zinf_launch_main(int argc, char **argv)
 		alive++;
 	}
 
-	double kill_at = first_fail >= 0 ? now_s() + grace : 0, drain_until = 0;
+	double kill_at = first_fail >= 0 ? iosched_now_s() + grace : 0, drain_until = 0;
 	bool killed = false;
 	struct pollfd *pf = calloc((size_t)nproc * 2 + 1, sizeof(*pf));
 	int *who = calloc((size_t)nproc * 2 + 1, sizeof(int));
@@ -405,7 +399,7 @@ zinf_launch_main(int argc, char **argv)
 					who[np] = r * 2 + w;
 					pf[np++] = (struct pollfd){ch[r].fd[w], POLLIN, 0};
 				}
-		if (alive == 0 && (np == 1 || (drain_until > 0 && now_s() > drain_until)))
+		if (alive == 0 && (np == 1 || (drain_until > 0 && iosched_now_s() > drain_until)))
 			break;
 		int n = poll(pf, (nfds_t)np, 100);
 		if (n < 0 && errno != EINTR) {
@@ -426,7 +420,7 @@ zinf_launch_main(int argc, char **argv)
 					fprintf(stderr, "zinf launch: got %s, passing it to every rank (again "
 					        "to kill them)\n", strsignal(sigs[k]));
 					signal_all(ch, nproc, sigs[k]);
-					kill_at = now_s() + grace;
+					kill_at = iosched_now_s() + grace;
 				} else {
 					signal_all(ch, nproc, SIGKILL);
 					killed = true;
@@ -451,13 +445,13 @@ zinf_launch_main(int argc, char **argv)
 					        "ranks (SIGTERM, SIGKILL after %.0f s)\n", c->rank, (int)pid, how,
 					        grace);
 					signal_all(ch, nproc, SIGTERM);
-					kill_at = now_s() + grace;
+					kill_at = iosched_now_s() + grace;
 				}
 			}
 		}
 		if (alive == 0 && drain_until == 0)
-			drain_until = now_s() + 2.0; /* output still held by grandchildren: bounded */
-		if (kill_at > 0 && !killed && alive > 0 && now_s() >= kill_at) {
+			drain_until = iosched_now_s() + 2.0; /* output still held by grandchildren: bounded */
+		if (kill_at > 0 && !killed && alive > 0 && iosched_now_s() >= kill_at) {
 			fprintf(stderr, "zinf launch: %d rank(s) still running after %.0f s; killing them\n",
 			        alive, grace);
 			signal_all(ch, nproc, SIGKILL);
@@ -730,7 +724,7 @@ zinf_comm_selftest_main(int argc, char **argv)
 	int r = zinf_comm_rank(c), W = zinf_comm_world_size(c);
 	bool gpu = zinf_comm_backend_of(c) == ZINF_COMM_NCCL;
 	uint64_t sum = 0xcbf29ce484222325ULL;
-	double t0 = now_s();
+	double t0 = iosched_now_s();
 	for (long k = 1; k <= rounds; k++) {
 		if (r == fail_rank && k == fail_at) {
 			fprintf(stderr, "comm-selftest: rank %d failing on purpose in round %ld\n", r, k);
@@ -760,7 +754,7 @@ zinf_comm_selftest_main(int argc, char **argv)
 	}
 	printf("comm-selftest: rank %d of %d (%s) ok: %ld rounds x %ld elements in %.3f s, "
 	       "checksum %016llx\n", r, W, zinf_comm_backend_name(zinf_comm_backend_of(c)), rounds,
-	       count, now_s() - t0, (unsigned long long)sum);
+	       count, iosched_now_s() - t0, (unsigned long long)sum);
 	zinf_comm_destroy(c);
 	return 0;
 }

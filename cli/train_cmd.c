@@ -17,6 +17,7 @@
 #include "engine/data.h"
 #include "engine/engine.h"
 #include "engine/model.h"
+#include "iosched/iosched.h"
 #include "offload/offload.h"
 
 static void
@@ -62,13 +63,6 @@ static const char builtin_config[] =
         "  \"bf16\": {\"enabled\": \"auto\"}\n"
         "}\n";
 
-static double
-now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static void
 fmt_time(double s, char *buf, size_t len)
@@ -478,7 +472,7 @@ zinf_train_main(int argc, char **argv)
 	if (start)
 		printf("resumed at step %lld from %s\n", (long long)start, resume);
 
-	double t0 = now(), tlast = t0;
+	double t0 = iosched_now_s(), tlast = t0;
 	uint64_t tok_last = st.tokens, tok_start = st.tokens;
 	float first_loss = NAN, last_loss = NAN, loss_avg = 0;
 	int nloss = 0;
@@ -514,7 +508,7 @@ zinf_train_main(int argc, char **argv)
 			printf("%s\n", st.last_msg);
 		int64_t done = s + 1;
 		if (done % cfg.steps_per_print == 0 || done == steps) {
-			double t = now();
+			double t = iosched_now_s();
 			double tps = (double)(st.tokens - tok_last) / (t - tlast);
 			char eta[32];
 			fmt_time((double)(steps - done) * (t - t0) / (double)(done - start), eta,
@@ -575,7 +569,7 @@ zinf_train_main(int argc, char **argv)
 				printf("saved %s/global_step%lld\n", out, (long long)done);
 		}
 	}
-	double total = now() - t0;
+	double total = iosched_now_s() - t0;
 	zinf_engine_get_stats(e, &st);
 	char tt[32];
 	fmt_time(total, tt, sizeof(tt));

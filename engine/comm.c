@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "comm_internal.h"
+#include "iosched/iosched.h"
 
 #ifdef ZINF_HAVE_CUDA
 #include <cuda_runtime_api.h>
@@ -42,9 +43,7 @@
 double
 comm_now(void)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec * 1e-9;
+	return iosched_now_s();
 }
 
 const char *

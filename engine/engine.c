@@ -70,6 +70,7 @@
 #include "engine/model_cpu.h"
 #include "engine/model_gpu.h"
 #include "engine/optstep.h"
+#include "iosched/iosched.h"
 #include "iosched/log.h"
 #include "kernels/adam.h"
 #include "zero3.h"
@@ -162,13 +163,6 @@ gpu_used(const zinf_engine *e)
 }
 #endif
 
-static double
-now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 __attribute__((format(printf, 3, 4))) static int
 fail(zinf_engine *e, int rc, const char *fmt, ...)
@@ -1134,10 +1128,10 @@ model_forward(zinf_engine *e, const int32_t *tokens, const int32_t *targets, flo
 int
 zinf_engine_forward(zinf_engine *e, const int32_t *tokens, const int32_t *targets, float *loss)
 {
-	double t0 = now();
+	double t0 = iosched_now_s();
 	int rc = model_forward(e, tokens, targets, loss);
 	e->have_forward = rc == 0;
-	e->st.t_forward += now() - t0;
+	e->st.t_forward += iosched_now_s() - t0;
 	return rc;
 }
 
@@ -1208,7 +1202,7 @@ zinf_engine_backward(zinf_engine *e)
 		            "of this micro-step are already reduced across the ranks; call "
 		            "zinf_engine_step() after every backward");
 	e->have_forward = false;
-	double t0 = now();
+	double t0 = iosched_now_s();
 	float scale = (float)(e->scaler.cur_scale / ((double)e->accum * (double)e->W));
 	int rc;
 	if (bucketed)
@@ -1239,7 +1233,7 @@ zinf_engine_backward(zinf_engine *e)
 		if (!rc && e->part_grads)
 			rc = stage2_accumulate(e);
 	}
-	e->st.t_backward += now() - t0;
+	e->st.t_backward += iosched_now_s() - t0;
 	return rc;
 }
 
@@ -1383,7 +1377,7 @@ adam_apply(zinf_engine *e, const zinf_adam_cfg *a, float grad_mult)
 		}
 		if (e->pstore)
 			p16 = NULL; /* streamed to the store by the sink */
-		double t0 = now();
+		double t0 = iosched_now_s();
 		rc = zinf_optstep_step(e->os, g, p16, a, grad_mult);
 		if (!rc && e->pstore && (rc = zinf_pstore_flush(e->pstore)))
 			return fail(e, rc, "optimizer step %lld: storing the updated 16-bit parameters: "
@@ -1402,7 +1396,7 @@ adam_apply(zinf_engine *e, const zinf_adam_cfg *a, float grad_mult)
 		offload_tier_usage hu;
 		offload_host_pool_usage(offload_swapper_host_pool(zinf_optstep_swapper(e->os)), &hu);
 		e->st.host_pinned_peak = hu.peak;
-		e->st.t_io += now() - t0;
+		e->st.t_io += iosched_now_s() - t0;
 		if (rc)
 			return fail(e, rc, "optimizer step %lld failed: %s; the checkpoint written last "
 			            "is intact: resume from it with --resume",
@@ -1500,7 +1494,7 @@ zinf_engine_step(zinf_engine *e)
 		e->st.tokens += (uint64_t)e->B * (uint64_t)e->T;
 		return 0;
 	}
-	double t0 = now();
+	double t0 = iosched_now_s();
 	zinf_grad_stats gs;
 	int rc = 0;
 	if (e->W > 1 && !e->z3) {
@@ -1540,7 +1534,7 @@ zinf_engine_step(zinf_engine *e)
 		if (rc) {
 			/* the step did not happen: the scaler must not count it */
 			e->scaler = saved;
-			e->st.t_step += now() - t0;
+			e->st.t_step += iosched_now_s() - t0;
 			return rc;
 		}
 		e->st.optimizer_steps++;
@@ -1560,7 +1554,7 @@ zinf_engine_step(zinf_engine *e)
 	e->st.global_steps++;
 	e->st.micro_steps++;
 	e->st.tokens += (uint64_t)e->B * (uint64_t)e->T;
-	e->st.t_step += now() - t0;
+	e->st.t_step += iosched_now_s() - t0;
 	return rc;
 }
 
@@ -1878,7 +1872,7 @@ zinf_engine_save(zinf_engine *e, const char *dir, const char *tag, const void *c
 		return fail(e, -EBUSY, "checkpoint at micro-step %lld: inside a gradient "
 		            "accumulation window of %lld micro-steps; save right after a boundary "
 		            "step", (long long)e->st.micro_steps, (long long)e->accum);
-	double t0 = now();
+	double t0 = iosched_now_s();
 	char tagbuf[64], tmp[4096] = "", err[EMSG];
 	if (!tag) {
 		snprintf(tagbuf, sizeof(tagbuf), "global_step%lld", (long long)e->st.global_steps);
@@ -2000,7 +1994,7 @@ out:
 	free(v);
 	free(full);
 	free(manifest);
-	e->st.t_io += now() - t0;
+	e->st.t_io += iosched_now_s() - t0;
 	return rc;
 }
 
@@ -2049,7 +2043,7 @@ zinf_engine_load(zinf_engine *e, const char *dir, void **client, size_t *client_
 		*client = NULL;
 	if (client_len)
 		*client_len = 0;
-	double t0 = now();
+	double t0 = iosched_now_s();
 	char folder[4096], path[4200], err[EMSG];
 	void *bufs[4] = {0};
 	uint64_t lens[4] = {0};
@@ -2204,6 +2198,6 @@ out:
 	for (int i = 0; i < 4; i++)
 		free(bufs[i]);
 	cJSON_Delete(j);
-	e->st.t_io += now() - t0;
+	e->st.t_io += iosched_now_s() - t0;
 	return rc;
 }

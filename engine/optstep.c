@@ -907,13 +907,6 @@ on_event(run *r, const offload_event *ev)
 	}
 }
 
-static double
-now_s(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 #ifdef ZINF_HAVE_CUDA
 static int
@@ -969,7 +962,7 @@ zinf_optstep_step(zinf_optstep_t *os, const void *grads, void *param16_out,
 		        zinf_dtype_name(cfg->moment_dtype));
 		return -EINVAL;
 	}
-	double t0 = now_s();
+	double t0 = iosched_now_s();
 	memset(&os->stats.bytes, 0, sizeof(os->stats.bytes));
 	os->stats.fetches = os->stats.writebacks = 0;
 	if (os->o.param16_sink && param16_out) {
@@ -1083,6 +1076,6 @@ zinf_optstep_step(zinf_optstep_t *os, const void *grads, void *param16_out,
 	if (r.fail && os->work == OFFLOAD_TIER_GPU && cudaStreamSynchronize(os->stream))
 		(void)cudaGetLastError();
 #endif
-	os->stats.seconds = now_s() - t0;
+	os->stats.seconds = iosched_now_s() - t0;
 	return r.fail;
 }

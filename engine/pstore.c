@@ -5,7 +5,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "offload/offload.h"
@@ -208,13 +207,6 @@ zinf_pstore_error(const zinf_pstore *s)
 	return s->err;
 }
 
-static double
-now_s(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* Completed swapper operations -> block states. Waits for `min` of them. */
 static int
@@ -224,10 +216,10 @@ poll(zinf_pstore *s, unsigned min)
 	unsigned out = offload_outstanding(s->sw);
 	if (min > out)
 		min = out;
-	double t0 = min ? now_s() : 0;
+	double t0 = min ? iosched_now_s() : 0;
 	int n = offload_poll(s->sw, ev, 16, min, min ? -1 : 0);
 	if (min && s->wait_to)
-		*s->wait_to += now_s() - t0;
+		*s->wait_to += iosched_now_s() - t0;
 	if (n < 0)
 		return psfail(s, n, "%s: polling the parameter swap: %s", s->o.what,
 		              offload_swapper_last_error(s->sw));
@@ -308,10 +300,10 @@ static int write_range(zinf_pstore *s, uint64_t off, uint64_t n, const uint16_t 
 int
 zinf_pstore_write(zinf_pstore *s, uint64_t off, uint64_t n, const uint16_t *src)
 {
-	double t0 = now_s();
+	double t0 = iosched_now_s();
 	s->wait_to = &s->stats.wait_write_s;
 	int rc = write_range(s, off, n, src);
-	s->stats.write_s += now_s() - t0;
+	s->stats.write_s += iosched_now_s() - t0;
 	return rc;
 }
 
@@ -364,9 +356,9 @@ write_range(zinf_pstore *s, uint64_t off, uint64_t n, const uint16_t *src)
 			if ((rc = room(s, true)))
 				return rc;
 			void *p;
-			double t0 = now_s();
+			double t0 = iosched_now_s();
 			rc = offload_chunk_alloc(s->sw, s->ids[b], OFFLOAD_TIER_HOST, &p);
-			s->stats.write_alloc_s += now_s() - t0;
+			s->stats.write_alloc_s += iosched_now_s() - t0;
 			if (rc)
 				return psfail(s, rc, "%s: a host buffer for block %d: %s", s->o.what, b,
 				              offload_swapper_last_error(s->sw));
@@ -378,9 +370,9 @@ write_range(zinf_pstore *s, uint64_t off, uint64_t n, const uint16_t *src)
 		dst = offload_chunk_ptr(s->sw, s->ids[b], OFFLOAD_TIER_HOST);
 		if (!dst)
 			return psfail(s, -EIO, "%s: block %d's host buffer is missing", s->o.what, b);
-		double t0 = now_s();
+		double t0 = iosched_now_s();
 		memcpy((uint16_t *)dst + (a - bs), src + (a - off), (z - a) * 2);
-		double t1 = now_s();
+		double t1 = iosched_now_s();
 		s->stats.write_copy_s += t1 - t0;
 		s->filled[b] += (int64_t)(z - a);
 		if (s->filled[b] < s->o.per[b])
@@ -388,7 +380,7 @@ write_range(zinf_pstore *s, uint64_t off, uint64_t n, const uint16_t *src)
 		rc = offload_chunk_dirty(s->sw, s->ids[b], OFFLOAD_TIER_HOST);
 		if (!rc)
 			rc = offload_chunk_evict(s->sw, s->ids[b], OFFLOAD_TIER_HOST, (uint64_t)b);
-		s->stats.write_submit_s += now_s() - t1;
+		s->stats.write_submit_s += iosched_now_s() - t1;
 		if (rc)
 			return psfail(s, rc, "%s: writing block %d's parameters to NVMe: %s",
 			              s->o.what, b, offload_swapper_last_error(s->sw));

@@ -61,11 +61,17 @@ iosched_opts_init(iosched_opts *opts)
 }
 
 uint64_t
-ios_now_ns(void)
+iosched_now_ns(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+double
+iosched_now_s(void)
+{
+	return 1e-9 * (double)iosched_now_ns();
 }
 
 static void __attribute__((format(printf, 2, 3)))
@@ -273,7 +279,7 @@ hand_to_backend(ios_worker *w, ios_piece *p)
 {
 	if (w->ios->fault_on && fault_inject(w, p))
 		return;
-	p->t_submit_ns = ios_now_ns();
+	p->t_submit_ns = iosched_now_ns();
 	w->ios->ops->prep(w, p);
 }
 
@@ -283,7 +289,7 @@ piece_complete(ios_worker *w, ios_piece *p)
 {
 	int64_t res = p->result;
 	if (p->t_submit_ns) {
-		uint64_t dt = ios_now_ns() - p->t_submit_ns;
+		uint64_t dt = iosched_now_ns() - p->t_submit_ns;
 		atomic_fetch_add_explicit(&w->st.lat[ios_lat_bucket(dt)], 1, memory_order_relaxed);
 	}
 	atomic_fetch_add_explicit(&w->st.pieces, 1, memory_order_relaxed);

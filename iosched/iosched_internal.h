@@ -129,7 +129,6 @@ struct iosched {
 
 /* The registered-buffer index containing [buf, buf+len), or -1. */
 int ios_find_buffer(const iosched_t *ios, const void *buf, uint64_t len);
-uint64_t ios_now_ns(void);
 unsigned ios_lat_bucket(uint64_t ns);
 /* Direct-I/O alignment of an open fd (statx STATX_DIOALIGN; 4096 when unknown). */
 void ios_dio_alignment(int fd, unsigned *off_align, unsigned *mem_align);

@@ -309,9 +309,8 @@ swb_release(void *ctx, int chunk)
 static uint64_t
 swb_now(void *ctx)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+	(void)ctx;
+	return iosched_now_ns();
 }
 
 int

@@ -70,6 +70,11 @@ typedef struct iosched_opts {
  * our own elsewhere. */
 void iosched_opts_init(iosched_opts *opts);
 
+/* The monotonic clock (CLOCK_MONOTONIC), for timing: nanoseconds and seconds. One clock for
+ * every layer's timers, so their figures compare. */
+uint64_t iosched_now_ns(void);
+double iosched_now_s(void);
+
 /* Validates opts (message names the option, value and limit), creates the workers.
  * -EINVAL bad option; -ENOSYS/-EPERM/-ENOMEM: the requested backend cannot start (the message
  * says why and what to change); with AUTO, only when no backend can start. */

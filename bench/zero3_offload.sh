@@ -42,6 +42,15 @@ cfg() { # cfg FILE STAGE ACCUM PARAM_DEVICE SUB_GROUP
  "aio": {"block_size": 1048576, "queue_depth": ${QD:-32}, "thread_count": 1}}
 JSON
 }
+# budget_run NAME BUFFER_COUNT MAX_IN_CPU: GPT-2 1.5B (args in $common) under --gpu_mem 2G,
+# stage 3 + offload_param nvme; prints its time, store and memory lines
+budget_run() {
+	cfg $w/$1.json 3 1 nvme 10000000
+	sed -i -e "s/\"buffer_count\": 5/\"buffer_count\": $2/" -e "s/\"max_in_cpu\": 0/\"max_in_cpu\": $3/" $w/$1.json
+	echo "== --gpu_mem 2G, stage 3 + offload_param nvme, buffer_count $2, max_in_cpu $3"
+	timeout 400 $Z train --config $w/$1.json $common --gpu_mem 2G > $out/$1.log 2>&1 || { echo failed; tail -8 $out/$1.log; }
+	grep -E "^step|time:|parameter store:|done:|memory:" $out/$1.log | tail -5
+}
 losses() { grep -oE "^step +[0-9]+/[0-9]+ \| loss [0-9.]+ \| lr [0-9.e+-]+ \| grad norm [0-9.]+" "$1" | awk '{print $2, $5, $12}'; }
 
 for mode in ${MODES:-sanity equal budget}; do
@@ -124,7 +133,6 @@ ckpt)
 budget)
 	common="--model gpt2-1.5b --data $w/c.bin --steps 6 --seq_len 1024 --per_device_train_batch_size ${BB:-1} --device gpu --gradient_checkpointing"
 	cfg $w/b_ref.json 2 1 none 10000000
-	cfg $w/b_nvme.json 3 1 nvme 10000000
 	echo "== GPT-2 1.5B, no budget, stage 2 + optimizer on pinned host"
 	timeout 300 $Z train --config $w/b_ref.json $common > $out/b_ref.log 2>&1 || { echo failed; tail -5 $out/b_ref.log; }
 	grep -E "^step|done:|memory:" $out/b_ref.log | tail -4
@@ -132,11 +140,7 @@ budget)
 	cfg $w/b_s3.json 3 1 none 10000000
 	timeout 300 $Z train --config $w/b_s3.json $common --gpu_mem 2G > $out/b_s3.log 2>&1; echo "rc $?"; tail -2 $out/b_s3.log
 	for mic in 0 1000000000; do
-		cfg $w/b_nvme.json 3 1 nvme 10000000
-		sed -i "s/\"max_in_cpu\": 0/\"max_in_cpu\": $mic/" $w/b_nvme.json
-		echo "== --gpu_mem 2G, stage 3 + offload_param nvme, max_in_cpu $mic"
-		timeout 400 $Z train --config $w/b_nvme.json $common --gpu_mem 2G > $out/b_nvme$mic.log 2>&1 || { echo failed; tail -8 $out/b_nvme$mic.log; }
-		grep -E "^step|time:|done:|memory:" $out/b_nvme$mic.log | tail -5
+		budget_run b_nvme$mic 5 $mic
 	done
 	fio=${FIO:-$PWD/.tools/fio/fio}
 	if [ -x "$fio" ]; then
@@ -153,11 +157,7 @@ bufs)
 	# depth QD as above. Prints the per-step time split and the NVMe bytes.
 	common="--model gpt2-1.5b --data $w/c.bin --steps 6 --seq_len 1024 --per_device_train_batch_size ${BB:-1} --device gpu --gradient_checkpointing"
 	for bc in ${BCS:-5 16}; do
-		cfg $w/bc.json 3 1 nvme 10000000
-		sed -i "s/\"buffer_count\": 5/\"buffer_count\": $bc/" $w/bc.json
-		echo "== --gpu_mem 2G, stage 3 + offload_param nvme, max_in_cpu 0, buffer_count $bc"
-		timeout 300 $Z train --config $w/bc.json $common --gpu_mem 2G > $out/bc$bc.log 2>&1 || { echo failed; tail -8 $out/bc$bc.log; }
-		grep -E "time:|done:|memory:" $out/bc$bc.log | tail -3
+		budget_run bc$bc $bc 0
 	done
 	;;
 esac

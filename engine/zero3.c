@@ -220,7 +220,10 @@ static int
 gather_block(zinf_zero3 *z, int b)
 {
 	size_t per = (size_t)z->per[b], n = (size_t)z->n[b];
+	/* the rank's slice: the fp32 shard itself, or widened from the store into its place in
+	 * the staging (the all-gather then runs in place) */
 	float *mine = (float *)z->stage + (size_t)z->rank * per;
+	const float *src = z->shard ? (const float *)z->shard + z->soff[b] : NULL;
 	int rc;
 	if (z->store) {
 		const uint16_t *h;
@@ -230,10 +233,11 @@ gather_block(zinf_zero3 *z, int b)
 		for (size_t i = 0; i < per; i++)
 			mine[i] = zinf_comm_bf16_to_f32(h[i]);
 		zinf_pstore_release(z->store, b);
-	} else {
-		memcpy(mine, (const float *)z->shard + z->soff[b], per * sizeof(float));
+		src = mine;
 	}
-	if (z->W > 1 && (rc = zinf_comm_all_gather(z->comm, mine, z->stage, per, ZINF_COMM_F32)))
+	if (z->W == 1 && src != mine)
+		memcpy(mine, src, per * sizeof(float));
+	if (z->W > 1 && (rc = zinf_comm_all_gather(z->comm, src, z->stage, per, ZINF_COMM_F32)))
 		return zinf_zero3_fail(z, rc, "ZeRO stage 3, rank %d: all-gathering block %d (%zu elements "
 		              "per rank): %s", z->rank, b, per, zinf_comm_error(z->comm));
 	memcpy((float *)z->params + z->off[b], z->stage, n * sizeof(float));
